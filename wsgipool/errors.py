@@ -1,0 +1,25 @@
+"""The exceptions wsgipool raises; catch :class:`PoolError` to catch them all."""
+
+
+class PoolError(Exception):
+    """Base class of every error raised by wsgipool."""
+
+
+class ConfigurationError(PoolError, ValueError):
+    """A URL or an option is invalid; raised at construction, before any connection."""
+
+
+class DriverNotInstalled(ConfigurationError, ImportError):
+    """The DB-API module a URL needs is not installed."""
+
+
+class PoolTimeout(PoolError):
+    """No connection became free within the pool's ``timeout``."""
+
+
+class ConnectError(PoolError):
+    """The database refused or could not be reached; the driver's error is ``__cause__``."""
+
+
+class PoolClosed(PoolError):
+    """The pool was closed and hands out no more connections."""

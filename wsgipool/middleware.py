@@ -1,0 +1,141 @@
+"""``PoolMiddleware``: one pooled connection per request, in ``environ["db.conn"]``.
+
+Usage::
+
+    from wsgipool import PoolMiddleware
+    app = PoolMiddleware(app, "postgresql://app@db/app", max_size=8)
+
+    def handler(environ, start_response):
+        cursor = environ["db.conn"].cursor()
+
+The connection is checked out before the app is called and stays checked out while the
+response body streams; it goes back when the server calls the response's ``close()``
+(PEP 3333), or at once if the app raises. When no connection can be had, the client gets
+``503 Service Unavailable`` with ``Retry-After`` instead of a hung or failed request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
+
+from .errors import ConnectError, PoolClosed, PoolTimeout
+from .pool import Pool, PooledConnection, _describe_request
+from .settings import pool_from_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+POOL_KEY = "wsgipool.pool"
+_UNAVAILABLE_BODY = b"503 Service Unavailable: no database connection could be had.\n"
+
+
+class PoolMiddleware:
+    """Wrap a WSGI app so each request gets its own pooled DB-API connection.
+
+    :param app: the WSGI application to wrap.
+    :param url_or_pool: a database URL, or a :class:`~wsgipool.Pool` to share. Omitted:
+        the settings from :func:`wsgipool.configure` (or ``wsgipool.gunicorn.configure``),
+        else the ``DATABASE_URL`` environment variable.
+    :param environ_key: where the connection goes in the WSGI environ.
+    :param retry_after: seconds sent in ``Retry-After`` with a 503.
+    :param pool_options: keyword options for :class:`~wsgipool.Pool` (``max_size``,
+        ``timeout``...), when the middleware builds the pool.
+    """
+
+    def __init__(
+        self,
+        app: "WSGIApplication",
+        url_or_pool: Union[str, Pool, None] = None,
+        *,
+        environ_key: str = "db.conn",
+        retry_after: int = 1,  # seconds
+        **pool_options: Any,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
+        if not isinstance(environ_key, str) or not environ_key:
+            raise TypeError("environ_key must be a non-empty str")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise TypeError(f"retry_after must be a whole number of seconds, not {retry_after!r}")
+        if isinstance(url_or_pool, Pool):
+            if pool_options:
+                raise TypeError(
+                    "pool options (%s) go to Pool(), not to a middleware given a Pool"
+                    % ", ".join(sorted(pool_options))
+                )
+            self.pool = url_or_pool
+        elif url_or_pool is None or isinstance(url_or_pool, str):
+            self.pool = pool_from_settings(url_or_pool, pool_options)
+        else:
+            raise TypeError(
+                f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
+            )
+        self.app = app
+        self.environ_key = environ_key
+        self._unavailable_headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(_UNAVAILABLE_BODY))),
+            ("Retry-After", str(retry_after)),
+            ("Cache-Control", "no-store"),
+        ]
+
+    def __repr__(self) -> str:
+        return f"<PoolMiddleware {self.environ_key!r} {self.pool!r}>"
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        pool = self.pool
+        try:
+            entry = pool.checkout()
+        except (PoolTimeout, ConnectError, PoolClosed) as exc:
+            # The pool has logged the cause (without secrets); the client learns no more.
+            log.warning("answered 503 to %s: %s", _describe_request(environ).strip(), exc)
+            start_response("503 Service Unavailable", list(self._unavailable_headers))
+            return [_UNAVAILABLE_BODY]
+        entry.request = environ
+        environ[self.environ_key] = entry.conn
+        environ[POOL_KEY] = pool
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            pool.checkin(entry)
+            raise
+        return ClosingIterable(result, pool, entry)
+
+
+class ClosingIterable:
+    """The app's response, which gives the connection back when the server closes it.
+
+    The app's own ``close()`` runs first, so a generator's ``finally`` can still use the
+    connection; the connection goes back even if that ``close()`` raises. A response the
+    server never closes gives its connection back when it is garbage collected.
+    """
+
+    __slots__ = ("_result", "_pool", "_entry")
+
+    def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection) -> None:
+        self._result = result
+        self._pool = pool
+        self._entry: Optional[PooledConnection] = entry
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def close(self) -> None:
+        entry, self._entry = self._entry, None
+        if entry is None:
+            return  # closed already: PEP 3333 allows a second call, which does nothing
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._pool.checkin(entry)
+
+    def __del__(self) -> None:
+        entry = self._entry
+        if entry is not None:
+            self._entry = None
+            self._pool.abandon(entry)

@@ -1,0 +1,48 @@
+"""Where ``PoolMiddleware(app)`` finds its database when the app code names none.
+
+Servers keep their settings in their own files (a gunicorn config, an Apache
+``SetEnv``); :func:`configure` records them there, and ``DATABASE_URL`` is the
+twelve-factor fallback. The app module then needs no URL of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+from .errors import ConfigurationError
+from .pool import Pool, check_options
+
+ENV_VAR = "DATABASE_URL"
+
+# The last configure() call in this process: (url, pool options).
+_configured: Optional[Dict[str, Any]] = None
+
+
+def configure(url: Optional[str] = None, **pool_options: Any) -> None:
+    """Record the database URL and :class:`~wsgipool.Pool` options for ``PoolMiddleware(app)``.
+
+    Calling it again replaces the settings (a gunicorn reload re-runs its config file).
+    The options are checked at once, without connecting, so a typo fails at startup.
+    """
+    global _configured
+    if url is not None and not isinstance(url, str):
+        raise TypeError(f"url must be a str or None, not {type(url).__name__}")
+    check_options(url or os.environ.get(ENV_VAR) or "sqlite://", pool_options)
+    _configured = {"url": url, "options": dict(pool_options)}
+
+
+def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Pool:
+    """Build the pool for a middleware: its own URL, else :func:`configure`'s, else the env."""
+    if url is None and _configured is not None:
+        url = _configured["url"]
+        options = {**_configured["options"], **options}
+    if url is None:
+        url = os.environ.get(ENV_VAR)
+    if url is None:
+        raise ConfigurationError(
+            "no database URL: pass one to PoolMiddleware(app, url), call "
+            "wsgipool.configure(url) (wsgipool.gunicorn.configure in a gunicorn config), "
+            f"or set the {ENV_VAR} environment variable"
+        )
+    return Pool(url, **options)

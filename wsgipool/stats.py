@@ -1,0 +1,111 @@
+"""The pool's figures: plain counters and fixed-size histograms, updated under the pool's lock.
+
+Nothing here grows with traffic: a histogram is a fixed list of bucket counts, so a pool
+that has served a billion requests takes as much memory, and reads as fast, as a new one.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any, Dict, Iterable
+
+# Upper bounds of the histogram buckets, in seconds: 1-2-5 steps from 10 µs to 60 s.
+BOUNDS = tuple(
+    round(mantissa * 10.0 ** exponent, 9)
+    for exponent in range(-5, 2)
+    for mantissa in (1, 2, 5)
+) + (60.0,)
+
+
+class Histogram:
+    """Durations in seconds: count, total, max, and percentiles read from fixed buckets."""
+
+    __slots__ = ("count", "total", "max", "buckets")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.buckets = [0] * (len(BOUNDS) + 1)  # the last one: longer than 60 s
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+        self.buckets[bisect_left(BOUNDS, seconds)] += 1
+
+    def percentile(self, fraction: float, zeros: int = 0) -> float:
+        """The upper bound of the bucket holding the given fraction of values (never above
+        ``max``); ``zeros`` counts values of 0 that were not added one by one."""
+        total = self.count + zeros
+        if total == 0:
+            return 0.0
+        rank = fraction * total
+        if rank <= zeros:
+            return 0.0
+        seen = zeros
+        for bound, count in zip(BOUNDS, self.buckets):
+            seen += count
+            if seen >= rank:
+                return min(bound, self.max)
+        return self.max
+
+    def summary(self, zeros: int = 0) -> Dict[str, float]:
+        return {
+            "count": self.count + zeros,
+            "total": self.total,
+            "max": self.max,
+            "p50": self.percentile(0.50, zeros),
+            "p95": self.percentile(0.95, zeros),
+            "p99": self.percentile(0.99, zeros),
+        }
+
+
+class PoolStats:
+    """The counters behind ``Pool.stats()``; the pool holds its lock while it updates them."""
+
+    __slots__ = (
+        "connects", "connect_errors", "closes", "checkouts", "returns", "timeouts",
+        "rollbacks", "pings", "waits", "peak_in_use", "peak_waiting", "discard_reasons",
+        "wait", "hold", "connect_time",
+    )
+
+    def __init__(self, reasons: Iterable[str]) -> None:
+        self.connects = self.connect_errors = self.closes = 0
+        self.checkouts = self.returns = self.timeouts = 0
+        self.rollbacks = self.pings = self.waits = 0
+        self.peak_in_use = self.peak_waiting = 0
+        self.discard_reasons = dict.fromkeys(reasons, 0)
+        self.wait = Histogram()  # only checkouts that queued; the rest waited 0 s
+        self.hold = Histogram()
+        self.connect_time = Histogram()
+
+    def snapshot(self, *, max_size: int, size: int, idle: int, waiting: int) -> Dict[str, Any]:
+        in_use = size - idle
+        discards = sum(self.discard_reasons.values())
+        return {
+            "max_size": max_size,
+            "size": size,
+            "in_use": in_use,
+            "idle": idle,
+            "waiting": waiting,
+            "peak_in_use": self.peak_in_use,
+            "peak_waiting": self.peak_waiting,
+            "connects": self.connects,
+            "connect_errors": self.connect_errors,
+            "closes": self.closes,
+            "checkouts": self.checkouts,
+            "returns": self.returns,
+            "reuse_ratio": round(self.checkouts / self.connects, 2) if self.connects else 0.0,
+            "waits": self.waits,
+            "timeouts": self.timeouts,
+            "rollbacks": self.rollbacks,
+            "pings": self.pings,
+            "discards": discards,
+            "discard_reasons": dict(self.discard_reasons),
+            "wait_seconds": self.wait.summary(zeros=self.checkouts - self.wait.count),
+            "hold_seconds": self.hold.summary(),
+            "connect_seconds": self.connect_time.summary(),
+        }
+
