@@ -68,6 +68,13 @@ class Driver:
     def rollback(self, conn: Any) -> None:
         conn.rollback()
 
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        """Whether ``exc``, raised using ``conn``, means the session is gone."""
+        return bool(getattr(conn, "closed", False))
+
+    def bound_connect_time(self, seconds: int) -> None:
+        """Cap how long opening a connection may take, unless the URL already says."""
+
     def ping(self, conn: Any) -> None:
         """Raise if ``conn`` cannot answer a trivial query; leave no transaction open."""
         cursor = conn.cursor()
@@ -129,7 +136,22 @@ class Psycopg2Driver(SocketDriver):
             ) from None
         super().__init__(connect or (lambda: psycopg2.connect(**options)), url.redacted)
         self.secrets = _secrets(url)
+        self._options = options
         self._idle_status = extensions.TRANSACTION_STATUS_IDLE
+        self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+    def bound_connect_time(self, seconds: int) -> None:
+        self._options.setdefault("connect_timeout", max(2, seconds))  # libpq's minimum
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        # psycopg2 marks the connection closed (2) when it finds the session gone;
+        # SQLSTATE class 08 and the 57P0x shutdown codes say so for the rest.
+        if conn.closed:
+            return True
+        code = getattr(exc, "pgcode", None) or ""
+        return isinstance(exc, self._connection_errors) and (
+            code.startswith("08") or code in ("57P01", "57P02", "57P03")
+        )
 
     def state(self, conn: Any) -> int:
         if conn.closed:
@@ -184,6 +206,19 @@ class MySQLdbDriver(SocketDriver):
         tracked = tracked_mysql_connection_class()
         super().__init__(connect or (lambda: tracked(**options)), url.redacted)
         self.secrets = _secrets(url)
+        self._options = options
+        import MySQLdb
+
+        self._operational_error = MySQLdb.OperationalError
+
+    def bound_connect_time(self, seconds: int) -> None:
+        self._options.setdefault("connect_timeout", seconds)
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        if not conn.open:
+            return True
+        code = exc.args[0] if isinstance(exc, self._operational_error) and exc.args else None
+        return code in _MYSQL_DISCONNECT_CODES
 
     def _coerce(self, key: str, value: str, url: DatabaseURL) -> Any:
         if key in self._INT_OPTIONS:
@@ -210,6 +245,10 @@ class MySQLdbDriver(SocketDriver):
     def ping(self, conn: Any) -> None:
         conn.ping()  # COM_PING: a round trip that opens no transaction
 
+
+# Client and server error codes that mean the session is gone: server has gone away,
+# lost connection, server lost, client inactivity timeout, connection killed, shutdown.
+_MYSQL_DISCONNECT_CODES = frozenset({2006, 2013, 2055, 4031, 1927, 1053})
 
 _TRACKED_CLASS = None
 
@@ -308,6 +347,9 @@ class SQLiteDriver(Driver):
 
     def ping(self, conn: Any) -> None:
         conn.execute("SELECT 1").fetchall()
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        return False  # a file has no session to lose
 
     def detach(self, conn: Any) -> None:
         # Closing a parent's SQLite handle in a child can checkpoint or delete the WAL

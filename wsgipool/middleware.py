@@ -17,10 +17,13 @@ response body streams; it goes back when the server calls the response's ``close
 from __future__ import annotations
 
 import logging
+import sys
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 from .errors import ConnectError, PoolClosed, PoolTimeout
 from .pool import Pool, PooledConnection, _describe_request
+from .exporters import StatsApp
 from .settings import pool_from_settings
 
 if TYPE_CHECKING:
@@ -41,6 +44,9 @@ class PoolMiddleware:
         else the ``DATABASE_URL`` environment variable.
     :param environ_key: where the connection goes in the WSGI environ.
     :param retry_after: seconds sent in ``Retry-After`` with a 503.
+    :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header.
+    :param stats_path: a path (``"/_pool"``) where this middleware answers the pool's
+        stats as JSON, or Prometheus text when asked; off by default: keep it private.
     :param pool_options: keyword options for :class:`~wsgipool.Pool` (``max_size``,
         ``timeout``...), when the middleware builds the pool.
     """
@@ -52,6 +58,8 @@ class PoolMiddleware:
         *,
         environ_key: str = "db.conn",
         retry_after: int = 1,  # seconds
+        server_timing: bool = False,
+        stats_path: Optional[str] = None,
         **pool_options: Any,
     ) -> None:
         if not callable(app):
@@ -73,8 +81,16 @@ class PoolMiddleware:
             raise TypeError(
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
             )
+        if not isinstance(server_timing, bool):
+            raise TypeError(f"server_timing must be True or False, not {server_timing!r}")
+        if stats_path is not None and (not isinstance(stats_path, str)
+                                       or not stats_path.startswith("/")):
+            raise TypeError(f"stats_path must be a path starting with '/', not {stats_path!r}")
         self.app = app
         self.environ_key = environ_key
+        self.server_timing = server_timing
+        self.stats_path = stats_path
+        self._stats_app = StatsApp(self.pool) if stats_path else None
         self._unavailable_headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(_UNAVAILABLE_BODY))),
@@ -86,7 +102,10 @@ class PoolMiddleware:
         return f"<PoolMiddleware {self.environ_key!r} {self.pool!r}>"
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        if self._stats_app is not None and environ.get("PATH_INFO") == self.stats_path:
+            return self._stats_app(environ, start_response)
         pool = self.pool
+        asked = monotonic()
         try:
             entry = pool.checkout()
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
@@ -97,12 +116,63 @@ class PoolMiddleware:
         entry.request = environ
         environ[self.environ_key] = entry.conn
         environ[POOL_KEY] = pool
+        wait_ms = "%.3f" % ((entry.checked_out - asked) * 1e3)
+        environ["wsgipool.wait_ms"] = wait_ms
+        environ["wsgipool.hold_ms"] = clock = HoldClock(entry.checked_out)
+        if self.server_timing:
+            start_response = _with_server_timing(start_response, wait_ms)
         try:
             result = self.app(environ, start_response)
+        except Exception as exc:
+            lost = pool.is_disconnect(entry, exc)
+            pool.checkin(entry)
+            if not lost:
+                raise
+            # The database went away under the app: a retryable 503, not a 500. With
+            # exc_info, start_response re-raises if the headers are already out.
+            log.warning("answered 503 to %s: the database connection was lost (%s)",
+                        _describe_request(environ).strip(), type(exc).__name__)
+            start_response("503 Service Unavailable", list(self._unavailable_headers),
+                           sys.exc_info())
+            return [_UNAVAILABLE_BODY]
         except BaseException:
             pool.checkin(entry)
             raise
-        return ClosingIterable(result, pool, entry)
+        return ClosingIterable(result, pool, entry, clock)
+
+
+def _with_server_timing(start_response: "StartResponse", wait_ms: str) -> "StartResponse":
+    def timed_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+        headers.append(("Server-Timing", f"db-wait;dur={wait_ms}"))
+        if exc_info is None:  # PEP 3333: pass exc_info on only when given
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    return timed_start_response
+
+
+class HoldClock:
+    """``environ["wsgipool.hold_ms"]``: milliseconds the request has held its connection.
+
+    Its text is read when the access log is written, after the body was sent, so a log
+    format can print the hold time; once the connection is back it stops.
+    """
+
+    __slots__ = ("_since", "_held")
+
+    def __init__(self, since: float) -> None:
+        self._since = since
+        self._held: Optional[float] = None
+
+    def stop(self) -> None:
+        if self._held is None:
+            self._held = monotonic() - self._since
+
+    def __str__(self) -> str:
+        held = monotonic() - self._since if self._held is None else self._held
+        return "%.3f" % (held * 1e3)
+
+    __repr__ = __str__
 
 
 class ClosingIterable:
@@ -113,12 +183,14 @@ class ClosingIterable:
     server never closes gives its connection back when it is garbage collected.
     """
 
-    __slots__ = ("_result", "_pool", "_entry")
+    __slots__ = ("_result", "_pool", "_entry", "_clock")
 
-    def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection) -> None:
+    def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection,
+                 clock: HoldClock) -> None:
         self._result = result
         self._pool = pool
         self._entry: Optional[PooledConnection] = entry
+        self._clock = clock
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._result)
@@ -132,6 +204,7 @@ class ClosingIterable:
             if close is not None:
                 close()
         finally:
+            self._clock.stop()
             self._pool.checkin(entry)
 
     def __del__(self) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import random
 import threading
@@ -128,6 +129,8 @@ class Pool:
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
+        # A connect must not outlast a checkout's wait (a black-holed host would hang).
+        self._driver.bound_connect_time(math.ceil(self.timeout))
         self.name = name or self._driver.description
         self._stats = PoolStats(DISCARD_REASONS)
         self._inherited = 0  # parent's connections forgotten since the fork
@@ -307,7 +310,8 @@ class Pool:
             try:
                 driver.rollback(conn)
             except Exception as exc:
-                return self._discard(entry, "rollback_failed", exc, returning=True)
+                reason = "broken" if driver.is_disconnect(conn, exc) else "rollback_failed"
+                return self._discard(entry, reason, exc, returning=True)
             log.warning("rolled back a transaction left open on a connection to %s%s",
                         self.name, _describe_request(entry.request))
             rolled_back = 1
@@ -331,6 +335,13 @@ class Pool:
                     self._idle.append(entry)
                 return
         self._discard(entry, "pool_closed")
+
+    def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
+        """Whether ``exc``, raised while using ``entry``, means its session is gone."""
+        try:
+            return self._driver.is_disconnect(entry.conn, exc)
+        except Exception:
+            return False
 
     def abandon(self, entry: PooledConnection) -> None:
         """End a checkout whose holder lost track of it (a response never closed).
@@ -393,6 +404,11 @@ class Pool:
                 max_size=self.max_size, size=self._size, idle=len(self._idle),
                 waiting=len(self._waiters),
             )
+
+    def histograms(self) -> Dict[str, Dict[str, Any]]:
+        """The bucket counts behind the ``*_seconds`` stats (for Prometheus exporters)."""
+        with self._lock:
+            return self._stats.histograms()
 
     def close(self) -> None:
         """Close idle connections now and the rest as they return; refuse new checkouts."""
@@ -545,18 +561,26 @@ def _after_fork_in_child() -> None:
         pool._forget_parent()
 
 
-def _at_exit() -> None:
-    """Close this process's idle connections politely; never a parent's (see _adopt_process)."""
+def close_process_pools() -> None:
+    """Close every pool this process opened; make any inherited from a parent harmless.
+
+    Runs at exit and from server hooks (gunicorn's ``worker_exit``); safe to call twice.
+    """
     for pool in list(_LIVE_POOLS):
         if pool._pid == os.getpid():
             try:
                 pool.close()
-            except Exception:  # exiting anyway; the server will notice the socket close
-                log.debug("closing pool %s at exit failed", pool.name, exc_info=True)
+            except Exception:  # exiting anyway; the server will see the socket close
+                log.debug("closing pool %s failed", pool.name, exc_info=True)
         else:
             pool._forget_parent()
 
 
+def live_pools() -> List[Pool]:
+    """The pools alive in this process (for hooks, logs and exporters)."""
+    return [pool for pool in list(_LIVE_POOLS) if not pool._closed]
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_at_exit)
+atexit.register(close_process_pools)

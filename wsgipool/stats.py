@@ -67,19 +67,30 @@ class PoolStats:
 
     __slots__ = (
         "connects", "connect_errors", "closes", "checkouts", "returns", "timeouts",
-        "rollbacks", "pings", "waits", "peak_in_use", "peak_waiting", "discard_reasons",
+        "rollbacks", "pings", "peak_in_use", "peak_waiting", "discard_reasons",
         "wait", "hold", "connect_time",
     )
 
     def __init__(self, reasons: Iterable[str]) -> None:
         self.connects = self.connect_errors = self.closes = 0
         self.checkouts = self.returns = self.timeouts = 0
-        self.rollbacks = self.pings = self.waits = 0
+        self.rollbacks = self.pings = 0
         self.peak_in_use = self.peak_waiting = 0
         self.discard_reasons = dict.fromkeys(reasons, 0)
         self.wait = Histogram()  # only checkouts that queued; the rest waited 0 s
         self.hold = Histogram()
         self.connect_time = Histogram()
+
+    def histograms(self) -> Dict[str, Dict[str, Any]]:
+        """Raw bucket counts (upper bounds in ``BOUNDS``, then +Inf), for exporters."""
+        zeros = self.checkouts - self.wait.count  # checkouts that did not queue waited 0 s
+        return {
+            name: {"buckets": list(h.buckets), "zeros": extra, "count": h.count + extra,
+                   "sum": h.total}
+            for name, h, extra in (("wait_seconds", self.wait, max(zeros, 0)),
+                                   ("hold_seconds", self.hold, 0),
+                                   ("connect_seconds", self.connect_time, 0))
+        }
 
     def snapshot(self, *, max_size: int, size: int, idle: int, waiting: int) -> Dict[str, Any]:
         in_use = size - idle
@@ -98,7 +109,7 @@ class PoolStats:
             "checkouts": self.checkouts,
             "returns": self.returns,
             "reuse_ratio": round(self.checkouts / self.connects, 2) if self.connects else 0.0,
-            "waits": self.waits,
+            "waits": self.wait.count,
             "timeouts": self.timeouts,
             "rollbacks": self.rollbacks,
             "pings": self.pings,

@@ -1,0 +1,127 @@
+"""The pool's stats over HTTP: a small WSGI app answering JSON, or Prometheus text.
+
+Usage::
+
+    from wsgipool.exporters import StatsApp
+    stats_app = StatsApp(pool)          # mount it where only operators can reach it
+
+or ``PoolMiddleware(app, url, stats_path="/_pool")``. It answers the stats of the process
+that serves the request (under gunicorn, one worker's). Prometheus text is served to
+``?format=prometheus`` or to a client that accepts ``text/plain`` or OpenMetrics, as
+Prometheus scrapers do; JSON otherwise. Never expose it publicly: it tells anyone how
+busy the database is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence, Tuple, Union
+
+from .stats import BOUNDS
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .pool import Pool
+
+# (stats key, metric name, type, help) for every plain figure.
+METRICS: Sequence[Tuple[str, str, str, str]] = (
+    ("max_size", "wsgipool_max_size", "gauge", "Most connections the pool may open."),
+    ("size", "wsgipool_connections", "gauge", "Connections open now."),
+    ("in_use", "wsgipool_connections_in_use", "gauge", "Connections checked out now."),
+    ("idle", "wsgipool_connections_idle", "gauge", "Connections open and free now."),
+    ("waiting", "wsgipool_waiting", "gauge", "Checkouts queued for a connection now."),
+    ("peak_in_use", "wsgipool_peak_in_use", "gauge", "Most connections in use at once."),
+    ("peak_waiting", "wsgipool_peak_waiting", "gauge", "Most checkouts queued at once."),
+    ("reuse_ratio", "wsgipool_reuse_ratio", "gauge", "Checkouts per connection opened."),
+    ("connects", "wsgipool_connects_total", "counter", "Connections opened."),
+    ("connect_errors", "wsgipool_connect_errors_total", "counter", "Failed connects."),
+    ("closes", "wsgipool_closes_total", "counter", "Connections closed by the pool."),
+    ("checkouts", "wsgipool_checkouts_total", "counter", "Connections handed out."),
+    ("returns", "wsgipool_returns_total", "counter", "Checkouts ended."),
+    ("waits", "wsgipool_waits_total", "counter", "Checkouts that had to queue."),
+    ("timeouts", "wsgipool_timeouts_total", "counter", "Checkouts that timed out."),
+    ("rollbacks", "wsgipool_rollbacks_total", "counter", "Open transactions rolled back."),
+    ("pings", "wsgipool_pings_total", "counter", "Liveness checks passed."),
+)
+# stats key: (metric name, help) for each histogram.
+HISTOGRAMS: Dict[str, Tuple[str, str]] = {
+    "wait_seconds": ("wsgipool_wait_seconds", "Time checkouts waited for a connection."),
+    "hold_seconds": ("wsgipool_hold_seconds", "Time connections were held."),
+    "connect_seconds": ("wsgipool_connect_seconds", "Time to open a connection."),
+}
+DISCARDS = ("wsgipool_discards_total", "Connections discarded, by reason.")
+
+
+def as_json(pools: Iterable["Pool"]) -> Dict[str, Any]:
+    """This process's pools' stats, keyed by pool name."""
+    return {"pid": os.getpid(), "pools": {pool.name: pool.stats() for pool in pools}}
+
+
+def as_prometheus(pools: Iterable["Pool"]) -> str:
+    """This process's pools' stats in the Prometheus text exposition format (0.0.4)."""
+    samples: Dict[str, List[str]] = {}
+    kinds: Dict[str, Tuple[str, str]] = {}
+    for pool in pools:
+        stats = pool.stats()
+        label = f'pool="{_escape(pool.name)}"'
+        for key, name, kind, text in METRICS:
+            kinds[name] = (kind, text)
+            samples.setdefault(name, []).append(f"{name}{{{label}}} {_number(stats[key])}")
+        name, text = DISCARDS
+        kinds[name] = ("counter", text)
+        for reason, count in stats["discard_reasons"].items():
+            samples.setdefault(name, []).append(f'{name}{{{label},reason="{reason}"}} {count}')
+        for key, data in pool.histograms().items():
+            name, text = HISTOGRAMS[key]
+            kinds[name] = ("histogram", text)
+            lines = samples.setdefault(name, [])
+            cumulative = data["zeros"]
+            for bound, count in zip(BOUNDS, data["buckets"]):
+                cumulative += count
+                lines.append(f'{name}_bucket{{{label},le="{bound!r}"}} {cumulative}')
+            lines.append(f'{name}_bucket{{{label},le="+Inf"}} {data["count"]}')
+            lines.append(f"{name}_sum{{{label}}} {_number(data['sum'])}")
+            lines.append(f"{name}_count{{{label}}} {data['count']}")
+    out = []
+    for name, lines in samples.items():
+        kind, text = kinds[name]
+        out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *lines]
+    return "\n".join(out) + "\n"
+
+
+class StatsApp:
+    """A WSGI app answering the stats of one pool, or several, of this process."""
+
+    def __init__(self, pools: Union["Pool", Sequence["Pool"]]) -> None:
+        self.pools = list(pools) if isinstance(pools, (list, tuple)) else [pools]
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> List[bytes]:
+        if wants_prometheus(environ):
+            body = as_prometheus(self.pools).encode()
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+        else:
+            body = json.dumps(as_json(self.pools), indent=2).encode()
+            content_type = "application/json"
+        start_response("200 OK", [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ])
+        return [body]
+
+
+def wants_prometheus(environ: "WSGIEnvironment") -> bool:
+    if "format=prometheus" in environ.get("QUERY_STRING", ""):
+        return True
+    accept = environ.get("HTTP_ACCEPT", "")
+    return "text/plain" in accept or "openmetrics" in accept
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
