@@ -1,0 +1,36 @@
+# make demo: the guestbook on http://127.0.0.1:8000 (SQLite; DATABASE_URL=... for a server)
+# make test: the test suite against PostgreSQL, MariaDB and SQLite
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: help test demo bench clean
+
+help:
+	@echo "make demo   serve examples/guestbook.py on http://127.0.0.1:8000 (SQLite by default)"
+	@echo "make test   run the test suite (PostgreSQL, MariaDB, SQLite)"
+	@echo "make bench  run the benchmarks against the peers"
+	@echo "make clean  remove the virtual environment and build files"
+
+$(STAMP): setup.cfg pyproject.toml
+	./.ci/system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	cd examples && ../$(VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
+		-b 127.0.0.1:8000 --access-logfile - guestbook:app
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[bench]'
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
