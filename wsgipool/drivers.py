@@ -20,7 +20,8 @@ from .urls import DatabaseURL, parse_url, redact_url
 # Connection states, as :meth:`Driver.state` reports them.
 IDLE = 0  # no transaction open: the connection can go back as it is
 DIRTY = 1  # a transaction may be open: roll back before reuse
-CLOSED = 2  # closed by the handler, or broken: discard
+CLOSED = 2  # closed by the handler: discard
+BROKEN = 3  # the session is gone: discard
 
 
 def _blind(fd: int) -> None:
@@ -154,8 +155,8 @@ class Psycopg2Driver(SocketDriver):
         )
 
     def state(self, conn: Any) -> int:
-        if conn.closed:
-            return CLOSED
+        if conn.closed:  # 1: closed by a call to close(); 2: psycopg2 found it broken
+            return CLOSED if conn.closed == 1 else BROKEN
         return IDLE if conn.get_transaction_status() == self._idle_status else DIRTY
 
     def ping(self, conn: Any) -> None:
@@ -424,4 +425,4 @@ def _describe(func: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-__all__ = ["CLOSED", "DIRTY", "IDLE", "Driver", "make_driver", "redact_url"]
+__all__ = ["BROKEN", "CLOSED", "DIRTY", "IDLE", "Driver", "make_driver", "redact_url"]

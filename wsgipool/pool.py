@@ -33,7 +33,7 @@ from collections import deque
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
-from .drivers import CLOSED, DIRTY, Driver, make_driver
+from .drivers import BROKEN, CLOSED, DIRTY, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .stats import PoolStats
 from .urls import scrub
@@ -306,6 +306,8 @@ class Pool:
             return self._discard(entry, "broken", exc, returning=True)
         if state == CLOSED:
             return self._discard(entry, "closed", returning=True)
+        if state == BROKEN:
+            return self._discard(entry, "broken", returning=True)
         if state == DIRTY:
             try:
                 driver.rollback(conn)
