@@ -1,0 +1,79 @@
+"""Fork safety: a child never uses, closes or finalizes its parent's connections.
+
+Each scenario runs as a real program (tests/scripts/fork_child.py) whose child exits
+through ``sys.exit``, so atexit handlers and finalizers run as in a gunicorn worker:
+MySQLdb sends ``COM_QUIT`` from a finalizer, which would end the parent's session.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "fork_child.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(scenario, url):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, SCRIPT, scenario, url], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("scenario", [
+    pytest.param("use", id="child-uses-the-pool"),
+    pytest.param("nohooks-use", id="child-uses-the-pool-without-fork-hooks"),
+])
+def test_child_opens_its_own_and_the_parent_keeps_its_own(server_db, scenario):
+    seen = run(scenario, server_db.url)
+    assert seen["child_exit"] == 0
+    assert seen["child"]["sid"] != seen["parent_sid"]
+    stats = seen["child"]["stats"]
+    assert stats["connects"] == 1  # the child's figures start from zero
+    assert stats["discard_reasons"]["fork"] == 1  # it forgot the one it inherited
+    assert seen["after_sid"] == seen["parent_sid"]  # the parent's session survived
+    assert seen["parent_connects"] == 1
+
+
+@pytest.mark.parametrize("scenario", [
+    pytest.param("idle", id="with-fork-hooks"),
+    pytest.param("nohooks-idle", id="without-fork-hooks"),
+])
+def test_child_that_only_exits_leaves_the_parent_alone(server_db, scenario):
+    """The MySQLdb trap: merely finalizing an inherited connection sends COM_QUIT."""
+    seen = run(scenario, server_db.url)
+    assert seen["child_exit"] == 0
+    assert seen["after_sid"] == seen["parent_sid"]
+    assert seen["parent_connects"] == 1
+
+
+def test_connection_held_across_fork_stays_the_parents(server_db):
+    seen = run("held", server_db.url)
+    assert seen["child_exit"] == 0
+    assert seen["child"]["sid"] not in (seen["parent_sid"], seen["held_sid"])
+    assert seen["child"]["stats"]["returns"] == 1  # its own checkout; not the parent's
+    assert seen["held_sid"] is not None and seen["after_sid"] == seen["parent_sid"]
+
+
+def test_sqlite_child_uses_its_own_connection(sqlite):
+    seen = run("use", sqlite.url)
+    assert seen["child_exit"] == 0
+    assert seen["child"]["stats"]["connects"] == 1
+    assert seen["parent_connects"] == 1
+
+
+def test_pool_made_before_fork_holds_nothing(server_db, pools):
+    from wsgipool import Pool
+
+    pool = pools(server_db.url)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)  # the point is what the parent holds, not how the child leaves
+    os.waitpid(pid, 0)
+    assert pool.stats()["connects"] == 0 and pool.stats()["size"] == 0
+    assert isinstance(pool, Pool)
