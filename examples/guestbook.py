@@ -65,7 +65,8 @@ def sign(environ, start_response):
         (name, message, now),
     )
     conn.commit()
-    start_response("303 See Other", [("Location", "/"), ("Content-Length", "0")])
+    start_response("303 See Other", [("Location", "/"), ("Content-Type", "text/plain"),
+                                     ("Content-Length", "0")])
     return [b""]
 
 

@@ -44,7 +44,10 @@ def parse_url(url: str) -> DatabaseURL:
         raise ConfigurationError(
             f"not a database URL (expected scheme://...): {redacted!r}"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # urllib's own complaint, e.g. "Invalid IPv6 URL"
+        raise ConfigurationError(f"malformed database URL {redacted!r}: {exc}") from None
     userinfo, at, hostport = parts.netloc.rpartition("@")
     username = password = None
     if at:
