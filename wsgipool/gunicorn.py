@@ -74,6 +74,10 @@ def post_worker_init(worker: Any) -> None:
         worker.wsgi = PoolMiddleware(worker.wsgi)
     workers = int(getattr(worker.cfg, "workers", 1) or 1)
     threads = int(getattr(worker.cfg, "threads", 1) or 1)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .prometheus import start_multiprocess_mirror
+
+        start_multiprocess_mirror()
     for pool in live_pools():
         log.info(
             "worker pid %d: pool %s opens at most %d connections; %d workers can open "
@@ -102,6 +106,10 @@ def _share_gunicorn_log(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     """gunicorn ``worker_exit``: close this worker's connections before it exits."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from .prometheus import sync_now
+
+        sync_now()  # the last figures, before the pools close
     close_process_pools()
 
 

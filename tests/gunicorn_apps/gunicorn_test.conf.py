@@ -18,3 +18,6 @@ wsgipool.gunicorn.configure(
     max_size=int(os.environ.get("POOL_MAX_SIZE", "3")),
     wrap_app=os.environ.get("WRAP_APP") == "1",
 )
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    from wsgipool.prometheus import child_exit  # noqa: F401
