@@ -30,10 +30,11 @@ import random
 import threading
 import weakref
 from collections import deque
+from os import getpid
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
-from .drivers import BROKEN, CLOSED, DIRTY, Driver, make_driver
+from .drivers import BROKEN, CLOSED, IDLE, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .stats import PoolStats
 from .urls import scrub
@@ -129,6 +130,7 @@ class Pool:
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
+        self._state = self._driver.state  # bound once: it runs on every return
         # A connect must not outlast a checkout's wait (a black-holed host would hang).
         self._driver.bound_connect_time(math.ceil(self.timeout))
         self.name = name or self._driver.description
@@ -171,25 +173,32 @@ class Pool:
 
         Waits up to ``timeout`` seconds (default: the pool's) when none is free.
         """
-        if self._pid != os.getpid():
+        if self._pid != getpid():  # a fork no hook told us about (uWSGI by default)
             self._adopt_process()
         deadline: Optional[float] = None
         while True:
-            self._lock.acquire()
-            if self._idle:
-                entry = self._idle.pop()
-                self._count_checkout()
-                self._lock.release()
-                now = monotonic()
+            lock = self._lock
+            lock.acquire()
+            idle = self._idle
+            if idle:  # the hot path: reuse the most recently returned connection
+                entry = idle.pop()
+                stats = self._stats
+                stats.checkouts += 1
+                in_use = self._size - len(idle)
+                if in_use > stats.peak_in_use:
+                    stats.peak_in_use = in_use
+                lock.release()
+                now = entry.checked_out = monotonic()
+                if (now < entry.expires and not self.pre_ping
+                        and (self.max_idle is None or now - entry.returned <= self.max_idle)):
+                    return entry
             else:
                 if deadline is None:
                     deadline = monotonic() + (self.timeout if timeout is None else timeout)
                 entry = self._reserve_or_wait(deadline)  # releases the lock
                 if entry is _ROOM:
                     return self._open()
-                now = entry.checked_out
-            entry.checked_out = now
-            if self._still_good(entry, now):
+            if self._still_good(entry, entry.checked_out):
                 return entry
 
     def _count_checkout(self) -> None:
@@ -296,46 +305,61 @@ class Pool:
 
     def checkin(self, entry: PooledConnection) -> None:
         """Give back a connection taken with :meth:`checkout`: reset it, then reuse or discard."""
-        if entry.generation != self._generation or self._pid != os.getpid():
+        if entry.generation != self._generation:
             return  # taken before a fork, in the parent's life: not ours to touch
-        conn = entry.conn
-        driver = self._driver
         try:
-            state = driver.state(conn)
+            state = self._state(entry.conn)
         except Exception as exc:
             return self._discard(entry, "broken", exc, returning=True)
-        if state == CLOSED:
-            return self._discard(entry, "closed", returning=True)
-        if state == BROKEN:
-            return self._discard(entry, "broken", returning=True)
-        if state == DIRTY:
-            try:
-                driver.rollback(conn)
-            except Exception as exc:
-                reason = "broken" if driver.is_disconnect(conn, exc) else "rollback_failed"
-                return self._discard(entry, reason, exc, returning=True)
-            log.warning("rolled back a transaction left open on a connection to %s%s",
-                        self.name, _describe_request(entry.request))
-            rolled_back = 1
-        else:
-            rolled_back = 0
+        if state != IDLE and not self._reset(entry, state):
+            return  # discarded
         now = monotonic()
         if now >= entry.expires:
             return self._discard(entry, "lifetime", returning=True)
         entry.returned = now
         entry.request = None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%r returned to %s after %.3f ms", entry.conn, self.name,
+                      (now - entry.checked_out) * 1e3)
+        lock = self._lock
+        lock.acquire()
+        stats = self._stats
+        stats.returns += 1
+        stats.hold.add(now - entry.checked_out)
+        if self._waiters or self._closed:
+            self._return_slow(entry)  # releases the lock
+        else:
+            self._idle.append(entry)
+            lock.release()
+
+    def _reset(self, entry: PooledConnection, state: int) -> bool:
+        """Make a returned connection reusable: roll back, or discard it (``False``)."""
+        if state == CLOSED:
+            self._discard(entry, "closed", returning=True)
+            return False
+        if state == BROKEN:
+            self._discard(entry, "broken", returning=True)
+            return False
+        try:
+            self._driver.rollback(entry.conn)
+        except Exception as exc:
+            broken = self._driver.is_disconnect(entry.conn, exc)
+            self._discard(entry, "broken" if broken else "rollback_failed", exc, returning=True)
+            return False
+        log.warning("rolled back a transaction left open on a connection to %s%s",
+                    self.name, _describe_request(entry.request))
         with self._lock:
-            stats = self._stats
-            stats.returns += 1
-            stats.rollbacks += rolled_back
-            stats.hold.add(now - entry.checked_out)
-            if not self._closed:
-                if self._waiters:
-                    self._count_checkout()
-                    self._hand_over(entry)
-                else:
-                    self._idle.append(entry)
-                return
+            self._stats.rollbacks += 1
+        return True
+
+    def _return_slow(self, entry: PooledConnection) -> None:
+        """With the lock held: hand a returned connection to a waiter, or close it."""
+        if not self._closed:
+            self._count_checkout()
+            self._hand_over(entry)
+            self._lock.release()
+            return
+        self._lock.release()
         self._discard(entry, "pool_closed")
 
     def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
