@@ -76,6 +76,13 @@ class Driver:
     def bound_connect_time(self, seconds: int) -> None:
         """Cap how long opening a connection may take, unless the URL already says."""
 
+    def reset_session(self, conn: Any) -> None:
+        """Clear what a request may have left in the session (``reset="session"``)."""
+        raise NotImplementedError(
+            f"reset='session' is not available for {self.description}; "
+            "pass reset=<a callable> that resets your database's session"
+        )
+
     def ping(self, conn: Any) -> None:
         """Raise if ``conn`` cannot answer a trivial query; leave no transaction open."""
         cursor = conn.cursor()
@@ -160,13 +167,23 @@ class Psycopg2Driver(SocketDriver):
         return IDLE if conn.get_transaction_status() == self._idle_status else DIRTY
 
     def ping(self, conn: Any) -> None:
-        # Autocommit for the ping alone, so it opens no transaction to roll back:
+        self._run_outside_transaction(conn, "SELECT 1")
+
+    def reset_session(self, conn: Any) -> None:
+        # DISCARD ALL: RESET ALL (SET ROLE and set_config included), SET SESSION
+        # AUTHORIZATION DEFAULT, DEALLOCATE ALL, CLOSE ALL, UNLISTEN *, advisory locks
+        # released, temporary tables and cached plans dropped.
+        self._run_outside_transaction(conn, "DISCARD ALL")
+
+    @staticmethod
+    def _run_outside_transaction(conn: Any, statement: str) -> None:
+        # Autocommit for this statement alone, so it opens no transaction to roll back:
         # one round trip instead of two. psycopg2 sets the flag locally.
         autocommit = conn.autocommit
         conn.autocommit = True
         try:
             with conn.cursor() as cursor:
-                cursor.execute("SELECT 1")
+                cursor.execute(statement)
         finally:
             if not conn.closed:
                 conn.autocommit = autocommit
@@ -246,6 +263,25 @@ class MySQLdbDriver(SocketDriver):
     def ping(self, conn: Any) -> None:
         conn.ping()  # COM_PING: a round trip that opens no transaction
 
+    def reset_session(self, conn: Any) -> None:
+        # mysqlclient has no mysql_reset_connection(); COM_CHANGE_USER to the same user
+        # clears the same state (variables, temporary tables, prepared statements,
+        # GET_LOCK locks), and costs nothing when no statement ran since the last reset.
+        if not getattr(conn, "_wsgipool_used", True):
+            return
+        if "user" not in self._options:
+            raise NotImplementedError("reset='session' on MariaDB needs the user in the URL")
+        charset, autocommit = conn.character_set_name(), conn.get_autocommit()
+        conn.change_user(self._options["user"], self._options.get("password", ""),
+                         self._options.get("database"))
+        # The change resets what MySQLdb set up at connect: set it up again.
+        conn.set_character_set(charset)
+        conn.autocommit(autocommit)
+        for option, apply in (("sql_mode", conn.set_sql_mode), ("init_command", conn.query)):
+            if option in self._options:
+                apply(self._options[option])
+        conn._wsgipool_used = conn._wsgipool_dirty = False
+
 
 # Client and server error codes that mean the session is gone: server has gone away,
 # lost connection, server lost, client inactivity timeout, connection killed, shutdown.
@@ -266,16 +302,18 @@ def tracked_mysql_connection_class() -> type:
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 self._wsgipool_pid = os.getpid()
-                self._wsgipool_dirty = False
+                self._wsgipool_dirty = False  # a statement ran since commit or rollback
+                self._wsgipool_used = False  # a statement ran since the session was reset
                 super().__init__(*args, **kwargs)
-                self._wsgipool_dirty = False  # __init__'s own SET statements open nothing
+                # __init__'s own SET statements open nothing and are part of the setup.
+                self._wsgipool_dirty = self._wsgipool_used = False
 
             def query(self, query: Any) -> None:
-                self._wsgipool_dirty = True
+                self._wsgipool_dirty = self._wsgipool_used = True
                 super().query(query)
 
             def send_query(self, query: Any) -> None:
-                self._wsgipool_dirty = True
+                self._wsgipool_dirty = self._wsgipool_used = True
                 super().send_query(query)
 
             def commit(self) -> None:
@@ -351,6 +389,17 @@ class SQLiteDriver(Driver):
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         return False  # a file has no session to lose
+
+    def reset_session(self, conn: Any) -> None:
+        # A SQLite connection's session state is its temporary schema (and PRAGMAs,
+        # which this does not undo): drop every temporary table, view and trigger.
+        temporary = conn.execute(
+            "SELECT type, name FROM sqlite_temp_master WHERE type IN ('table', 'view', 'trigger')"
+        ).fetchall()
+        for kind, name in temporary:
+            conn.execute(f'DROP {kind.upper()} IF EXISTS temp."{name}"')
+        if conn.in_transaction:
+            conn.commit()
 
     def detach(self, conn: Any) -> None:
         # Closing a parent's SQLite handle in a child can checkpoint or delete the WAL

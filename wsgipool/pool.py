@@ -34,7 +34,7 @@ from os import getpid
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
-from .drivers import BROKEN, CLOSED, IDLE, Driver, make_driver
+from .drivers import BROKEN, CLOSED, DIRTY, IDLE, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .stats import PoolStats
 from .urls import scrub
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Why a connection left the pool; the keys of ``stats()["discard_reasons"]``.
 DISCARD_REASONS = (
-    "broken", "closed", "rollback_failed", "lifetime", "idle", "fork", "leaked", "pool_closed",
+    "broken", "closed", "rollback_failed", "reset_failed", "lifetime", "idle", "fork",
+    "leaked", "pool_closed",
 )
 # Routine retirements are logged at info; every other discard is a repair, a warning.
 _ROUTINE = frozenset({"lifetime", "idle", "pool_closed"})
@@ -108,6 +109,10 @@ class Pool:
         forever.
     :param pre_ping: ``True`` checks each connection is alive before handing it out; a
         number of seconds checks only connections idle at least that long.
+    :param reset: what a returned connection goes through besides the rollback of an
+        open transaction: ``"rollback"`` nothing more; ``"session"`` the driver's full
+        session reset (PostgreSQL ``DISCARD ALL``, MariaDB ``COM_CHANGE_USER``, SQLite's
+        temporary tables dropped); or a callable given the connection.
     :param name: a label for logs and stats; defaults to the redacted URL.
     """
 
@@ -121,6 +126,7 @@ class Pool:
         max_lifetime: Optional[float] = 3600.0,  # seconds
         max_idle: Optional[float] = 600.0,  # seconds
         pre_ping: Union[bool, float] = False,
+        reset: Union[str, Callable[[Any], Any]] = "rollback",
         name: Optional[str] = None,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
@@ -131,6 +137,18 @@ class Pool:
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
+        _CHECKS["reset"](reset)
+        if reset == "session" and type(self._driver).reset_session is Driver.reset_session:
+            raise ConfigurationError(
+                f"reset='session' is not available for {self._driver.description}; "
+                "pass reset=<a callable> that resets the session"
+            )
+        self.reset = reset
+        # None: rollback only; else called on every return, after any rollback.
+        self._session_reset: Optional[Callable[[Any], Any]] = (
+            None if reset == "rollback"
+            else self._driver.reset_session if reset == "session" else reset
+        )
         # A connect must not outlast a checkout's wait (a black-holed host would hang).
         self._driver.bound_connect_time(math.ceil(self.timeout))
         self.name = name or self._driver.description
@@ -311,7 +329,7 @@ class Pool:
             state = self._state(entry.conn)
         except Exception as exc:
             return self._discard(entry, "broken", exc, returning=True)
-        if state != IDLE and not self._reset(entry, state):
+        if (state != IDLE or self._session_reset is not None) and not self._reset(entry, state):
             return  # discarded
         now = monotonic()
         if now >= entry.expires:
@@ -340,17 +358,27 @@ class Pool:
         if state == BROKEN:
             self._discard(entry, "broken", returning=True)
             return False
-        try:
-            self._driver.rollback(entry.conn)
-        except Exception as exc:
-            broken = self._driver.is_disconnect(entry.conn, exc)
-            self._discard(entry, "broken" if broken else "rollback_failed", exc, returning=True)
-            return False
-        log.warning("rolled back a transaction left open on a connection to %s%s",
-                    self.name, _describe_request(entry.request))
-        with self._lock:
-            self._stats.rollbacks += 1
+        if state == DIRTY:
+            try:
+                self._driver.rollback(entry.conn)
+            except Exception as exc:
+                self._discard_failed(entry, "rollback_failed", exc)
+                return False
+            log.warning("rolled back a transaction left open on a connection to %s%s",
+                        self.name, _describe_request(entry.request))
+            with self._lock:
+                self._stats.rollbacks += 1
+        if self._session_reset is not None:
+            try:
+                self._session_reset(entry.conn)
+            except Exception as exc:
+                self._discard_failed(entry, "reset_failed", exc)
+                return False
         return True
+
+    def _discard_failed(self, entry: PooledConnection, reason: str, exc: Exception) -> None:
+        broken = self._driver.is_disconnect(entry.conn, exc)
+        self._discard(entry, "broken" if broken else reason, exc, returning=True)
 
     def _return_slow(self, entry: PooledConnection) -> None:
         """With the lock held: hand a returned connection to a waiter, or close it."""
@@ -543,6 +571,14 @@ def _pre_ping(value: Any) -> Union[bool, float]:
     return float(value) if value > 0 else True
 
 
+def _reset_mode(value: Any) -> Any:
+    if value in ("rollback", "session") or callable(value):
+        return value
+    raise ConfigurationError(
+        f"reset must be 'rollback', 'session' or a callable, not {value!r}"
+    )
+
+
 def _name(value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"name must be a str, not {type(value).__name__}")
@@ -556,6 +592,7 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
     "max_idle": lambda value: _seconds("max_idle", value, optional=True),
     "pre_ping": _pre_ping,
+    "reset": _reset_mode,
     "name": _name,
 }
 
