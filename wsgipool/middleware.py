@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Union
 
 from .errors import ConnectError, PoolClosed, PoolTimeout
 from .pool import Pool, PooledConnection, _describe_request
@@ -47,6 +47,9 @@ class PoolMiddleware:
     :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header.
     :param stats_path: a path (``"/_pool"``) where this middleware answers the pool's
         stats as JSON, or Prometheus text when asked; off by default: keep it private.
+    :param transaction: commit when the app succeeded (no exception, status below 400)
+        and roll back otherwise; the commit runs once the body is produced, before its
+        last chunk reaches the server, so a failed commit is never sent as a success.
     :param pool_options: keyword options for :class:`~wsgipool.Pool` (``max_size``,
         ``timeout``...), when the middleware builds the pool.
     """
@@ -60,6 +63,7 @@ class PoolMiddleware:
         retry_after: int = 1,  # seconds
         server_timing: bool = False,
         stats_path: Optional[str] = None,
+        transaction: bool = False,
         **pool_options: Any,
     ) -> None:
         if not callable(app):
@@ -81,14 +85,16 @@ class PoolMiddleware:
             raise TypeError(
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
             )
-        if not isinstance(server_timing, bool):
-            raise TypeError(f"server_timing must be True or False, not {server_timing!r}")
+        for option, value in (("server_timing", server_timing), ("transaction", transaction)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{option} must be True or False, not {value!r}")
         if stats_path is not None and (not isinstance(stats_path, str)
                                        or not stats_path.startswith("/")):
             raise TypeError(f"stats_path must be a path starting with '/', not {stats_path!r}")
         self.app = app
         self.environ_key = environ_key
         self.server_timing = server_timing
+        self.transaction = transaction
         self.stats_path = stats_path
         self._stats_app = StatsApp(self.pool) if stats_path else None
         self._unavailable_headers = [
@@ -121,6 +127,9 @@ class PoolMiddleware:
         environ["wsgipool.hold_ms"] = clock = HoldClock(entry.checked_out)
         if self.server_timing:
             start_response = _with_server_timing(start_response, wait_ms)
+        if self.transaction:
+            status: List[str] = []
+            start_response = _noting_status(start_response, status)
         try:
             result = self.app(environ, start_response)
         except Exception as exc:
@@ -138,7 +147,19 @@ class PoolMiddleware:
         except BaseException:
             pool.checkin(entry)
             raise
+        if self.transaction:
+            return TransactionIterable(result, pool, entry, clock, status)
         return ClosingIterable(result, pool, entry, clock)
+
+
+def _noting_status(start_response: "StartResponse", noted: List[str]) -> "StartResponse":
+    def noting_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+        noted[:] = [status]
+        if exc_info is None:  # PEP 3333: pass exc_info on only when given
+            return start_response(status, headers)
+        return start_response(status, headers, exc_info)
+
+    return noting_start_response
 
 
 def _with_server_timing(start_response: "StartResponse", wait_ms: str) -> "StartResponse":
@@ -205,10 +226,63 @@ class ClosingIterable:
                 close()
         finally:
             self._clock.stop()
-            self._pool.checkin(entry)
+            self._end(entry)
+
+    def _end(self, entry: PooledConnection) -> None:
+        self._pool.checkin(entry)
 
     def __del__(self) -> None:
         entry = self._entry
         if entry is not None:
             self._entry = None
             self._pool.abandon(entry)
+
+
+class TransactionIterable(ClosingIterable):
+    """A response whose request is one transaction: committed if it succeeded.
+
+    The body is passed on one chunk behind: when the app's iterable is exhausted, the
+    transaction commits (status below 400) or rolls back, and only then does the last
+    chunk go to the server. A commit that fails raises instead, so the client never
+    receives the whole response: a 500 if nothing was sent yet, else a cut-off body.
+    """
+
+    __slots__ = ("_status", "_finished")
+
+    def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection,
+                 clock: HoldClock, status: List[str]) -> None:
+        super().__init__(result, pool, entry, clock)
+        self._status = status
+        self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._result)
+        for previous in chunks:
+            break
+        else:
+            self._finish()
+            return
+        for chunk in chunks:
+            yield previous
+            previous = chunk
+        self._finish()
+        yield previous
+
+    def _finish(self) -> None:
+        entry = self._entry
+        if entry is None:
+            return
+        self._finished = True
+        succeeded = bool(self._status) and self._status[0][:1] in "123"
+        if succeeded:
+            entry.conn.commit()
+        else:
+            entry.conn.rollback()
+
+    def _end(self, entry: PooledConnection) -> None:
+        if not self._finished:
+            try:  # the body failed or was abandoned: undo the request's work quietly
+                entry.conn.rollback()
+            except Exception:  # broken: the return discards it
+                pass
+        self._pool.checkin(entry)
