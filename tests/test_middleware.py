@@ -29,7 +29,7 @@ class Response:
         self.environ = environ or environ_for()
         self.result = app(self.environ, self.start_response)
         self.body = b"".join(self.result)
-        if close:
+        if close and hasattr(self.result, "close"):
             self.result.close()
 
     def start_response(self, status, headers, exc_info=None):
@@ -336,3 +336,48 @@ def test_url_and_options_from_configure(sqlite, monkeypatch):
         wsgipool.configure(sqlite.url, max_sise=3)
     with pytest.raises(ConfigurationError, match="max_size"):
         wsgipool.configure(sqlite.url, max_size=0)
+
+
+def test_long_hold_warns_once_naming_the_request(sqlite, caplog):
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow(environ, start_response):
+        release.wait(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slow"]
+
+    middleware = PoolMiddleware(slow, sqlite.url, max_size=1, timeout=0.3, hold_warning=0.1)
+    with caplog.at_level(logging.WARNING, logger="wsgipool.pool"):
+        thread = threading.Thread(
+            target=lambda: Response(middleware, environ_for("/reports/slow", "POST")),
+            daemon=True)
+        thread.start()
+        time.sleep(0.2)
+        assert Response(middleware).status == "503 Service Unavailable"  # waits, warns
+        release.set()
+        thread.join(5)
+        assert not thread.is_alive()
+    warnings = [r.getMessage() for r in caplog.records if "has been held" in r.getMessage()]
+    assert len(warnings) == 1  # once: while others waited, not again on return
+    assert "POST /reports/slow" in warnings[0]
+
+
+def test_connection_closed_then_used_by_the_handler(db):
+    def app(environ, start_response):
+        conn = environ["db.conn"]
+        conn.close()
+        conn.cursor().execute("SELECT 1")  # a hostile handler: raises
+        start_response("200 OK", [])
+        return [b""]
+
+    middleware = PoolMiddleware(app, db.url, max_size=1, timeout=0.5)
+    for _ in range(2):
+        with pytest.raises(Exception):
+            Response(middleware)
+    stats = middleware.pool.stats()
+    assert stats["in_use"] == 0 and stats["discard_reasons"]["closed"] == 2
+    assert stats["timeouts"] == 0
+    middleware.pool.close()

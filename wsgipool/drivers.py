@@ -152,9 +152,9 @@ class Psycopg2Driver(SocketDriver):
         self._options.setdefault("connect_timeout", max(2, seconds))  # libpq's minimum
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
-        # psycopg2 marks the connection closed (2) when it finds the session gone;
-        # SQLSTATE class 08 and the 57P0x shutdown codes say so for the rest.
-        if conn.closed:
+        # psycopg2 marks the connection closed = 2 when it finds the session gone (1 is
+        # a close() by the handler); SQLSTATE class 08 and 57P0x say so for the rest.
+        if conn.closed == 2:
             return True
         code = getattr(exc, "pgcode", None) or ""
         return isinstance(exc, self._connection_errors) and (
@@ -233,8 +233,8 @@ class MySQLdbDriver(SocketDriver):
         self._options.setdefault("connect_timeout", seconds)
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
-        if not conn.open:
-            return True
+        if not conn.open:  # closed by the handler: MySQLdb then raises 2006 too
+            return False
         code = exc.args[0] if isinstance(exc, self._operational_error) and exc.args else None
         return code in _MYSQL_DISCONNECT_CODES
 

@@ -63,7 +63,7 @@ class PooledConnection:
     """
 
     __slots__ = ("conn", "created", "expires", "returned", "checked_out", "generation",
-                 "request")
+                 "request", "warned_for")
 
     def __init__(self, conn: Any, now: float, expires: float, generation: int) -> None:
         self.conn = conn
@@ -73,6 +73,7 @@ class PooledConnection:
         self.checked_out = now
         self.generation = generation
         self.request: Optional[Dict[str, Any]] = None  # the WSGI environ, while in use
+        self.warned_for = 0.0  # the checkout (its time) already warned about as held long
 
     def __repr__(self) -> str:
         return f"<PooledConnection {self.conn!r}>"
@@ -113,6 +114,8 @@ class Pool:
         open transaction: ``"rollback"`` nothing more; ``"session"`` the driver's full
         session reset (PostgreSQL ``DISCARD ALL``, MariaDB ``COM_CHANGE_USER``, SQLite's
         temporary tables dropped); or a callable given the connection.
+    :param hold_warning: seconds a checkout may hold its connection before one warning
+        names the request (checked on return, and while others wait); ``None``: never.
     :param name: a label for logs and stats; defaults to the redacted URL.
     """
 
@@ -127,6 +130,7 @@ class Pool:
         max_idle: Optional[float] = 600.0,  # seconds
         pre_ping: Union[bool, float] = False,
         reset: Union[str, Callable[[Any], Any]] = "rollback",
+        hold_warning: Optional[float] = None,  # seconds
         name: Optional[str] = None,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
@@ -134,6 +138,7 @@ class Pool:
         self.max_lifetime = _CHECKS["max_lifetime"](max_lifetime)
         self.max_idle = _CHECKS["max_idle"](max_idle)
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
+        self.hold_warning = _CHECKS["hold_warning"](hold_warning)
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
@@ -237,6 +242,8 @@ class Pool:
             self._lock.release()
             return _ROOM
         started = monotonic()
+        if self.hold_warning is not None:
+            self._warn_long_holders(started)
         waiter = _Waiter()
         self._waiters.append(waiter)
         stats = self._stats
@@ -260,6 +267,20 @@ class Pool:
         if outcome is not _ROOM:
             outcome.checked_out = now
         return outcome
+
+    def _warn_long_holders(self, now: float) -> None:
+        """With the lock held, all connections busy: name the requests holding one too long."""
+        idle = set(self._idle)
+        for entry in self._all:
+            if entry not in idle and now - entry.checked_out > self.hold_warning:
+                self._warn_held(entry, now)
+
+    def _warn_held(self, entry: PooledConnection, now: float) -> None:
+        if entry.warned_for != entry.checked_out:  # once per checkout
+            entry.warned_for = entry.checked_out
+            log.warning("a connection to %s has been held for %.1f s (hold_warning=%.1f s)%s",
+                        self.name, now - entry.checked_out, self.hold_warning,
+                        _describe_request(entry.request))
 
     def _still_good(self, entry: PooledConnection, now: float) -> bool:
         """Discard a connection just taken from the pool if it is stale or dead."""
@@ -334,6 +355,8 @@ class Pool:
         now = monotonic()
         if now >= entry.expires:
             return self._discard(entry, "lifetime", returning=True)
+        if self.hold_warning is not None and now - entry.checked_out > self.hold_warning:
+            self._warn_held(entry, now)
         entry.returned = now
         entry.request = None
         if log.isEnabledFor(logging.DEBUG):
@@ -591,6 +614,7 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "timeout": lambda value: _seconds("timeout", value),
     "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
     "max_idle": lambda value: _seconds("max_idle", value, optional=True),
+    "hold_warning": lambda value: _seconds("hold_warning", value, optional=True),
     "pre_ping": _pre_ping,
     "reset": _reset_mode,
     "name": _name,
