@@ -22,7 +22,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Union
 
 from .errors import ConnectError, PoolClosed, PoolTimeout
-from .pool import Pool, PooledConnection, _describe_request
+from .pool import Pool, PooledConnection
 from .exporters import StatsApp
 from .settings import pool_from_settings
 
@@ -116,7 +116,7 @@ class PoolMiddleware:
             entry = pool.checkout()
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
             # The pool has logged the cause (without secrets); the client learns no more.
-            log.warning("answered 503 to %s: %s", _describe_request(environ).strip(), exc)
+            log.warning("answered 503 to %s: %s", _request_line(environ), exc)
             start_response("503 Service Unavailable", list(self._unavailable_headers))
             return [_UNAVAILABLE_BODY]
         entry.request = environ
@@ -140,7 +140,7 @@ class PoolMiddleware:
             # The database went away under the app: a retryable 503, not a 500. With
             # exc_info, start_response re-raises if the headers are already out.
             log.warning("answered 503 to %s: the database connection was lost (%s)",
-                        _describe_request(environ).strip(), type(exc).__name__)
+                        _request_line(environ), type(exc).__name__)
             start_response("503 Service Unavailable", list(self._unavailable_headers),
                            sys.exc_info())
             return [_UNAVAILABLE_BODY]
@@ -150,6 +150,11 @@ class PoolMiddleware:
         if self.transaction:
             return TransactionIterable(result, pool, entry, clock, status)
         return ClosingIterable(result, pool, entry, clock)
+
+
+def _request_line(environ: "WSGIEnvironment") -> str:
+    return "%s %s" % (environ.get("REQUEST_METHOD", "?"),
+                      environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
 
 
 def _noting_status(start_response: "StartResponse", noted: List[str]) -> "StartResponse":

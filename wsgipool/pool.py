@@ -557,8 +557,8 @@ class _Lease:
 def _describe_request(environ: Optional[Dict[str, Any]]) -> str:
     if not environ:
         return ""
-    return " during %s %s" % (environ.get("REQUEST_METHOD", "?"),
-                              environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    return ", request %s %s" % (environ.get("REQUEST_METHOD", "?"),
+                                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
 
 
 # -- option validation ----------------------------------------------------------------
