@@ -28,7 +28,12 @@ class Response:
         self.status = self.headers = None
         self.environ = environ or environ_for()
         self.result = app(self.environ, self.start_response)
-        self.body = b"".join(self.result)
+        try:
+            self.body = b"".join(self.result)
+        except BaseException:
+            if hasattr(self.result, "close"):  # a server closes a failed response too
+                self.result.close()
+            raise
         if close and hasattr(self.result, "close"):
             self.result.close()
 

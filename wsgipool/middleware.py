@@ -111,7 +111,6 @@ class PoolMiddleware:
         if self._stats_app is not None and environ.get("PATH_INFO") == self.stats_path:
             return self._stats_app(environ, start_response)
         pool = self.pool
-        asked = monotonic()
         try:
             entry = pool.checkout()
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
@@ -122,9 +121,8 @@ class PoolMiddleware:
         entry.request = environ
         environ[self.environ_key] = entry.conn
         environ[POOL_KEY] = pool
-        wait_ms = "%.3f" % ((entry.checked_out - asked) * 1e3)
-        environ["wsgipool.wait_ms"] = wait_ms
-        environ["wsgipool.hold_ms"] = clock = HoldClock(entry.checked_out)
+        waited = entry.waited
+        environ["wsgipool.wait_ms"] = wait_ms = "%.3f" % (waited * 1e3) if waited else "0.000"
         if self.server_timing:
             start_response = _with_server_timing(start_response, wait_ms)
         if self.transaction:
@@ -147,6 +145,7 @@ class PoolMiddleware:
         except BaseException:
             pool.checkin(entry)
             raise
+        clock = environ["wsgipool.hold_ms"] = HoldClock(entry.checked_out)
         if self.transaction:
             return TransactionIterable(result, pool, entry, clock, status)
         return ClosingIterable(result, pool, entry, clock)
@@ -180,8 +179,9 @@ def _with_server_timing(start_response: "StartResponse", wait_ms: str) -> "Start
 class HoldClock:
     """``environ["wsgipool.hold_ms"]``: milliseconds the request has held its connection.
 
-    Its text is read when the access log is written, after the body was sent, so a log
-    format can print the hold time; once the connection is back it stops.
+    Its text is read when the access log is written, after the body went out, so a log
+    format can print the hold time; it stops when the connection goes back. It holds no
+    reference to the connection, so the environ never keeps one alive.
     """
 
     __slots__ = ("_since", "_held")
@@ -212,7 +212,7 @@ class ClosingIterable:
     __slots__ = ("_result", "_pool", "_entry", "_clock")
 
     def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection,
-                 clock: HoldClock) -> None:
+                 clock: "HoldClock") -> None:
         self._result = result
         self._pool = pool
         self._entry: Optional[PooledConnection] = entry
@@ -226,9 +226,10 @@ class ClosingIterable:
         if entry is None:
             return  # closed already: PEP 3333 allows a second call, which does nothing
         try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
+            if type(self._result) is not list:  # a list has no close(): skip the lookup
+                close = getattr(self._result, "close", None)
+                if close is not None:
+                    close()
         finally:
             self._clock.stop()
             self._end(entry)
@@ -255,7 +256,7 @@ class TransactionIterable(ClosingIterable):
     __slots__ = ("_status", "_finished")
 
     def __init__(self, result: Iterable[bytes], pool: Pool, entry: PooledConnection,
-                 clock: HoldClock, status: List[str]) -> None:
+                 clock: "HoldClock", status: List[str]) -> None:
         super().__init__(result, pool, entry, clock)
         self._status = status
         self._finished = False

@@ -62,8 +62,8 @@ class PooledConnection:
     ``conn`` is the driver's own DB-API connection; everything else is the pool's.
     """
 
-    __slots__ = ("conn", "created", "expires", "returned", "checked_out", "generation",
-                 "request", "warned_for")
+    __slots__ = ("conn", "created", "expires", "returned", "checked_out", "waited",
+                 "generation", "request", "warned_for")
 
     def __init__(self, conn: Any, now: float, expires: float, generation: int) -> None:
         self.conn = conn
@@ -71,6 +71,7 @@ class PooledConnection:
         self.expires = expires
         self.returned = now
         self.checked_out = now
+        self.waited = 0.0  # seconds the current checkout waited for it
         self.generation = generation
         self.request: Optional[Dict[str, Any]] = None  # the WSGI environ, while in use
         self.warned_for = 0.0  # the checkout (its time) already warned about as held long
@@ -212,6 +213,7 @@ class Pool:
                     stats.peak_in_use = in_use
                 lock.release()
                 now = entry.checked_out = monotonic()
+                entry.waited = 0.0
                 if (now < entry.expires and not self.pre_ping
                         and (self.max_idle is None or now - entry.returned <= self.max_idle)):
                     return entry
@@ -266,6 +268,7 @@ class Pool:
             raise outcome
         if outcome is not _ROOM:
             outcome.checked_out = now
+            outcome.waited = now - started
         return outcome
 
     def _warn_long_holders(self, now: float) -> None:
@@ -331,6 +334,7 @@ class Pool:
         lifetime = self.max_lifetime
         expires = now + lifetime * (1 - 0.05 * random.random()) if lifetime else _NEVER
         entry = PooledConnection(conn, now, expires, generation)
+        entry.waited = now - started  # the connect itself
         with self._lock:
             self._backoff = 0.0
             self._all.add(entry)

@@ -6,9 +6,8 @@ that has served a billion requests takes as much memory, and reads as fast, as a
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from functools import partial
-from typing import Any, Dict, Iterable
+from bisect import bisect_right
+from typing import Any, Dict, Iterable, List
 
 # Upper bounds of the histogram buckets, in seconds: 1-2-5 steps from 10 µs to 60 s.
 BOUNDS = tuple(
@@ -19,22 +18,45 @@ BOUNDS = tuple(
 
 
 class Histogram:
-    """Durations in seconds: count, total, max, and percentiles read from fixed buckets."""
+    """Durations in seconds: count, total, max, and percentiles read from fixed buckets.
 
-    __slots__ = ("count", "total", "max", "buckets")
+    ``add`` only appends to a short list, which is folded into the buckets in bulk
+    (sorted, one bisection per bucket bound) every ``BATCH`` values or when read: the
+    per-value cost on the return path stays a list append.
+    """
+
+    __slots__ = ("count", "total", "max", "buckets", "_pending")
+    BATCH = 256
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
         self.buckets = [0] * (len(BOUNDS) + 1)  # the last one: longer than 60 s
+        self._pending: List[float] = []
 
-    def add(self, seconds: float, _bucket: Any = partial(bisect_left, BOUNDS)) -> None:
-        self.count += 1
-        self.total += seconds
-        if seconds > self.max:
-            self.max = seconds
-        self.buckets[_bucket(seconds)] += 1
+    def add(self, seconds: float) -> None:
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= self.BATCH:
+            self.fold()
+
+    def fold(self) -> None:
+        """Move the values added since the last fold into the counts and buckets."""
+        pending = self._pending
+        if not pending:
+            return
+        pending.sort()
+        self.count += len(pending)
+        self.total += sum(pending)
+        self.max = max(self.max, pending[-1])
+        below = 0
+        for index, bound in enumerate(BOUNDS):
+            upto = bisect_right(pending, bound)  # values <= bound fall in this bucket
+            self.buckets[index] += upto - below
+            below = upto
+        self.buckets[-1] += len(pending) - below
+        pending.clear()
 
     def percentile(self, fraction: float, zeros: int = 0) -> float:
         """The upper bound of the bucket holding the given fraction of values (never above
@@ -53,6 +75,7 @@ class Histogram:
         return self.max
 
     def summary(self, zeros: int = 0) -> Dict[str, float]:
+        self.fold()
         return {
             "count": self.count + zeros,
             "total": self.total,
@@ -84,6 +107,8 @@ class PoolStats:
 
     def histograms(self) -> Dict[str, Dict[str, Any]]:
         """Raw bucket counts (upper bounds in ``BOUNDS``, then +Inf), for exporters."""
+        for histogram in (self.wait, self.hold, self.connect_time):
+            histogram.fold()
         zeros = self.checkouts - self.wait.count  # checkouts that did not queue waited 0 s
         return {
             name: {"buckets": list(h.buckets), "zeros": extra, "count": h.count + extra,
@@ -94,6 +119,8 @@ class PoolStats:
         }
 
     def snapshot(self, *, max_size: int, size: int, idle: int, waiting: int) -> Dict[str, Any]:
+        for histogram in (self.wait, self.hold, self.connect_time):
+            histogram.fold()
         in_use = size - idle
         discards = sum(self.discard_reasons.values())
         return {

@@ -1,0 +1,1 @@
+"""wsgipool's benchmarks against its peers: ``make bench`` or ``python -m benchmarks``."""
