@@ -164,3 +164,25 @@ def test_gunicorn_multiprocess_metrics_add_up(postgresql, tmp_path):
                 if s.name == "wsgipool_hold_seconds_count")
     assert checkouts == 30 and holds == 30
     assert "Traceback" not in server.log()
+
+
+# The access log format the README shows, verbatim.
+ACCESS_LOG_FORMAT = ('%(h)s "%(r)s" %(s)s %(b)s %(M)sms '
+                     'db_wait=%({wsgipool.wait_ms}e)sms db_hold=%({wsgipool.hold_ms}e)sms')
+
+
+def test_gunicorn_access_log_shows_wait_and_hold(sqlite, tmp_path):
+    import re
+
+    env = {"DATABASE_URL": sqlite.url, "POOL_MAX_SIZE": "2", "WORKERS": "1", "THREADS": "2"}
+    apps = f"{ROOT}/tests/gunicorn_apps"
+    access = tmp_path / "access.log"
+    server = Gunicorn("guestbook_like:app", "--access-logfile", str(access),
+                      "--access-logformat", ACCESS_LOG_FORMAT, "-c", "gunicorn_test.conf.py",
+                      cwd=apps, env=env, log_path=str(tmp_path / "gunicorn.log"))
+    with server:
+        assert get(server.url + "/")[0] == 200
+    lines = access.read_text().splitlines()
+    match = re.search(r"db_wait=(\d+\.\d{3})ms db_hold=(\d+\.\d{3})ms", lines[-1])
+    assert match, lines
+    assert float(match.group(2)) >= 50  # the app holds its connection for 50 ms
