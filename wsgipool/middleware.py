@@ -115,9 +115,7 @@ class PoolMiddleware:
             entry = pool.checkout()
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
             # The pool has logged the cause (without secrets); the client learns no more.
-            log.warning("answered 503 to %s: %s", _request_line(environ), exc)
-            start_response("503 Service Unavailable", list(self._unavailable_headers))
-            return [_UNAVAILABLE_BODY]
+            return self._unavailable(environ, start_response, exc)
         entry.request = environ
         environ[self.environ_key] = entry.conn
         environ[POOL_KEY] = pool
@@ -137,11 +135,8 @@ class PoolMiddleware:
                 raise
             # The database went away under the app: a retryable 503, not a 500. With
             # exc_info, start_response re-raises if the headers are already out.
-            log.warning("answered 503 to %s: the database connection was lost (%s)",
-                        _request_line(environ), type(exc).__name__)
-            start_response("503 Service Unavailable", list(self._unavailable_headers),
-                           sys.exc_info())
-            return [_UNAVAILABLE_BODY]
+            why = f"the database connection was lost ({type(exc).__name__})"
+            return self._unavailable(environ, start_response, why, sys.exc_info())
         except BaseException:
             pool.checkin(entry)
             raise
@@ -149,6 +144,16 @@ class PoolMiddleware:
         if self.transaction:
             return TransactionIterable(result, pool, entry, clock, status)
         return ClosingIterable(result, pool, entry, clock)
+
+    def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
+                     why: object, exc_info: Any = None) -> List[bytes]:
+        log.warning("answered 503 to %s: %s", _request_line(environ), why)
+        if exc_info is None:
+            start_response("503 Service Unavailable", list(self._unavailable_headers))
+        else:
+            start_response("503 Service Unavailable", list(self._unavailable_headers),
+                           exc_info)
+        return [_UNAVAILABLE_BODY]
 
 
 def _request_line(environ: "WSGIEnvironment") -> str:
@@ -168,7 +173,7 @@ def _noting_status(start_response: "StartResponse", noted: List[str]) -> "StartR
 
 def _with_server_timing(start_response: "StartResponse", wait_ms: str) -> "StartResponse":
     def timed_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-        headers.append(("Server-Timing", f"db-wait;dur={wait_ms}"))
+        headers = [*headers, ("Server-Timing", f"db-wait;dur={wait_ms}")]  # not the app's list
         if exc_info is None:  # PEP 3333: pass exc_info on only when given
             return start_response(status, headers)
         return start_response(status, headers, exc_info)
