@@ -28,15 +28,16 @@ def get(url, timeout=10, data=None):
         return error.code, error.read()
 
 
-class Gunicorn:
-    """A gunicorn master started for one test: ``with Gunicorn(...) as server:``."""
+class Server:
+    """A server process started for one test: ``with Server(...) as server:``."""
 
-    def __init__(self, app, *args, cwd=ROOT, env=None, log_path=None):
-        self.port = free_port()
+    #: The signal that stops the server gracefully.
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, command, port, cwd=ROOT, env=None, log_path=None):
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [os.path.join(BIN, "gunicorn"), "--no-control-socket",
-                   "-b", f"127.0.0.1:{self.port}", *args, app]
         environment = dict(os.environ, **(env or {}))
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [ROOT, os.path.join(ROOT, "tests"), environment.get("PYTHONPATH")]))
@@ -55,7 +56,7 @@ class Gunicorn:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited early ({self.process.returncode}): "
+                raise RuntimeError(f"server exited early ({self.process.returncode}): "
                                    f"{self.log()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
@@ -63,15 +64,15 @@ class Gunicorn:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("gunicorn did not start listening")
+        raise RuntimeError("server did not start listening")
 
     def signal(self, signum):
         self.process.send_signal(signum)
 
     def stop(self, timeout=20):
-        """SIGTERM (graceful), then SIGKILL if it lingers; returns the exit code."""
+        """The graceful stop signal, then SIGKILL if it lingers; returns the exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -87,3 +88,25 @@ class Gunicorn:
             return ""
         with open(self.log_path, "rb") as handle:
             return handle.read().decode("utf-8", "replace")
+
+
+class Gunicorn(Server):
+    """A gunicorn master; every one gets ``--no-control-socket`` and a free loopback port."""
+
+    def __init__(self, app, *args, cwd=ROOT, env=None, log_path=None):
+        port = free_port()
+        command = [os.path.join(BIN, "gunicorn"), "--no-control-socket",
+                   "-b", f"127.0.0.1:{port}", *args, app]
+        super().__init__(command, port, cwd=cwd, env=env, log_path=log_path)
+
+
+class Uwsgi(Server):
+    """A uWSGI master (the pyuwsgi wheel's ``uwsgi``), serving HTTP on a free port."""
+
+    stop_signal = signal.SIGINT  # uWSGI's graceful shutdown; SIGTERM means reload
+
+    def __init__(self, module, *args, cwd=ROOT, env=None, log_path=None):
+        port = free_port()
+        command = [os.path.join(BIN, "uwsgi"), "--http-socket", f"127.0.0.1:{port}",
+                   "--master", "--module", module, *args]
+        super().__init__(command, port, cwd=cwd, env=env, log_path=log_path)

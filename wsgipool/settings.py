@@ -28,7 +28,7 @@ def configure(url: Optional[str] = None, **pool_options: Any) -> None:
     global _configured
     if url is not None and not isinstance(url, str):
         raise TypeError(f"url must be a str or None, not {type(url).__name__}")
-    check_options(url or os.environ.get(ENV_VAR) or "sqlite://", pool_options)
+    check_options(url or getenv(ENV_VAR) or "sqlite://", pool_options)
     _configured = {"url": url, "options": dict(pool_options)}
 
 
@@ -38,7 +38,7 @@ def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Pool:
         url = _configured["url"]
         options = {**_configured["options"], **options}
     if url is None:
-        url = os.environ.get(ENV_VAR)
+        url = getenv(ENV_VAR)
     if url is None:
         raise ConfigurationError(
             "no database URL: pass one to PoolMiddleware(app, url), call "
@@ -46,3 +46,21 @@ def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Pool:
             f"or set the {ENV_VAR} environment variable"
         )
     return Pool(url, **options)
+
+
+def getenv(name: str) -> Optional[str]:
+    """An environment variable, from ``os.environ`` or else from the C environment.
+
+    ``os.environ`` is a copy made when Python started. A server that embeds Python and
+    sets variables afterwards (uWSGI's ``--env`` under the pyuwsgi wheel) changes only
+    the process's own environment, which the C library still sees.
+    """
+    value = os.environ.get(name)
+    if value is None and os.name == "posix":
+        import ctypes
+
+        libc_getenv = ctypes.CDLL(None).getenv
+        libc_getenv.restype = ctypes.c_char_p
+        raw = libc_getenv(name.encode())
+        value = raw.decode() if raw is not None else None
+    return value
