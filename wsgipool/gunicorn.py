@@ -72,24 +72,32 @@ def post_worker_init(worker: Any) -> None:
     _share_gunicorn_log(worker)
     if _wrap_app and not isinstance(worker.wsgi, PoolMiddleware):
         worker.wsgi = PoolMiddleware(worker.wsgi)
-    workers = int(getattr(worker.cfg, "workers", 1) or 1)
-    threads = int(getattr(worker.cfg, "threads", 1) or 1)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from .prometheus import start_multiprocess_mirror
 
         start_multiprocess_mirror()
+    workers = int(getattr(worker.cfg, "workers", 1) or 1)
+    concurrency, unit = _concurrency(worker.cfg)
     for pool in live_pools():
         log.info(
             "worker pid %d: pool %s opens at most %d connections; %d workers can open "
             "%d in all (compare with the database's max_connections)",
             os.getpid(), pool.name, pool.max_size, workers, workers * pool.max_size,
         )
-        if threads > pool.max_size:
+        if concurrency > pool.max_size:
             log.warning(
-                "pool %s: %d threads per worker share max_size=%d connections; requests "
+                "pool %s: %d %s per worker share max_size=%d connections; requests "
                 "will queue for up to timeout=%.1f s when all are busy",
-                pool.name, threads, pool.max_size, pool.timeout,
+                pool.name, concurrency, unit, pool.max_size, pool.timeout,
             )
+
+
+def _concurrency(cfg: Any) -> tuple:
+    """How many requests one worker serves at once, and what serves them."""
+    worker_class = str(getattr(cfg, "worker_class_str", "")).lower()
+    if "gevent" in worker_class or "eventlet" in worker_class:
+        return int(getattr(cfg, "worker_connections", 1000) or 1000), "greenlets"
+    return int(getattr(cfg, "threads", 1) or 1), "threads"
 
 
 def _share_gunicorn_log(worker: Any) -> None:
