@@ -1,18 +1,23 @@
-# make demo: the guestbook on http://127.0.0.1:8000 (SQLite; DATABASE_URL=... for a server)
+# make demo: the guestbook on http://127.0.0.1:8000, on SQLite (examples/guestbook.db);
+#   DATABASE_URL=postgresql://postgres@127.0.0.1/test make demo switches it to a server
 # make test: the test suite against PostgreSQL, MariaDB and SQLite
 PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help test demo bench clean
+.PHONY: help venv test demo bench clean
 
 help:
 	@echo "make demo   serve examples/guestbook.py on http://127.0.0.1:8000 (SQLite by default)"
 	@echo "make test   run the test suite (PostgreSQL, MariaDB, SQLite)"
 	@echo "make bench  run the benchmarks against the peers"
+	@echo "make venv   create $(VENV) with the package and its test extras"
 	@echo "make clean  remove the virtual environment and build files"
 
+venv: $(STAMP)
+
+# A stamp, not the directory: reinstall when the dependencies change.
 $(STAMP): setup.cfg pyproject.toml
 	./.ci/system-deps
 	$(PYTHON) -m venv $(VENV)
