@@ -33,6 +33,9 @@ def test_child_opens_its_own_and_the_parent_keeps_its_own(server_db, scenario):
     seen = run(scenario, server_db.url)
     assert seen["child_exit"] == 0
     assert seen["child"]["sid"] != seen["parent_sid"]
+    before = seen["child"]["stats_before"]  # read before the child's first checkout
+    assert (before["connects"], before["size"], before["in_use"]) == (0, 0, 0)
+    assert before["checkouts"] == before["returns"] == 0
     stats = seen["child"]["stats"]
     assert stats["connects"] == 1  # the child's figures start from zero
     assert stats["discard_reasons"]["fork"] == 1  # it forgot the one it inherited

@@ -1,5 +1,8 @@
-"""Database URLs: parsing, percent-decoding, validation, and redaction of secrets."""
+"""Database URLs: parsing, percent-decoding, validation, redaction, and what each driver
+makes of them (checked when the pool is made, without connecting)."""
 
+import logging
+import os
 import sqlite3
 
 import pytest
@@ -7,137 +10,328 @@ import pytest
 from wsgipool import ConfigurationError, ConnectError, Pool, redact_url
 from wsgipool.urls import parse_url
 
+# -- parse_url -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("url, expected", [
     pytest.param("postgresql://app:pw@db.internal:6432/app?sslmode=require",
                  dict(scheme="postgresql", username="app", password="pw", host="db.internal",
                       port=6432, path="/app", query={"sslmode": "require"}), id="postgresql"),
+    pytest.param("postgres://app@db/app", dict(scheme="postgres", username="app",
+                                                password=None, port=None), id="postgres-alias"),
     pytest.param("mysql://root@127.0.0.1/test?charset=utf8mb4&unix_socket=/run/m.sock",
                  dict(scheme="mysql", username="root", password=None, host="127.0.0.1",
                       port=None, path="/test",
                       query={"charset": "utf8mb4", "unix_socket": "/run/m.sock"}), id="mysql"),
+    pytest.param("MySQL://u:@h:3307/", dict(scheme="mysql", username="u", password="",
+                                           port=3307, path="/"), id="empty-password"),
     pytest.param("postgresql://u:p%40ss%3Aw%2Frd@h/db",
                  dict(username="u", password="p@ss:w/rd", host="h"), id="encoded-password"),
+    pytest.param("postgresql://u:p@ss@h/db", dict(username="u", password="p@ss", host="h"),
+                 id="raw-at-in-password"),
     pytest.param("postgresql://m%C3%BCller@%2Fvar%2Frun%2Fpostgresql/db",
-                 dict(username="müller", host="/var/run/postgresql"), id="socket-dir-host"),
-    pytest.param("postgresql://u@[::1]:5433/db", dict(host="::1", port=5433), id="ipv6"),
-    pytest.param("sqlite:////abs/path.db", dict(scheme="sqlite", path="//abs/path.db"),
+                 dict(username="müller", host="/var/run/postgresql", port=None),
+                 id="encoded-user-and-socket-dir-host"),
+    pytest.param("postgresql://u@[::1]:5432/db", dict(host="::1", port=5432), id="ipv6-port"),
+    pytest.param("postgresql://u@[2001:db8::7]/db", dict(host="2001:db8::7", port=None),
+                 id="ipv6-no-port"),
+    pytest.param("postgresql:///db?host=/tmp&application_name=a%20b&sslmode=",
+                 dict(host=None, path="/db",
+                      query={"host": "/tmp", "application_name": "a b", "sslmode": ""}),
+                 id="query-kept-decoded"),
+    pytest.param("sqlite:////abs/path.db", dict(scheme="sqlite", host=None, path="//abs/path.db"),
                  id="sqlite-absolute"),
-    pytest.param("sqlite:///relative.db", dict(scheme="sqlite", path="/relative.db"),
+    pytest.param("sqlite:///relative.db", dict(scheme="sqlite", host=None, path="/relative.db"),
                  id="sqlite-relative"),
+    pytest.param("sqlite://", dict(scheme="sqlite", host=None, path=""), id="sqlite-memory"),
 ])
 def test_parse_url(url, expected):
+    """Each part comes out percent-decoded; what the URL does not say is None."""
     parsed = parse_url(url)
     for field, value in expected.items():
         assert getattr(parsed, field) == value, field
 
 
+def test_parsed_url_shows_no_password():
+    """repr() and str() of a parsed URL mask the password and query secrets."""
+    parsed = parse_url("postgresql://app:s3cr3t@db/app?sslpassword=k3y")
+    assert "s3cr3t" not in repr(parsed) + str(parsed)
+    assert "k3y" not in repr(parsed) + str(parsed)
+    assert str(parsed) == "postgresql://app:***@db/app?sslpassword=***"
+
+
 @pytest.mark.parametrize("url, message", [
-    pytest.param("postgresql://u:pw@h:abc/db", "port", id="port-not-a-number"),
-    pytest.param("postgresql://u:pw@h:0/db", "port", id="port-zero"),
-    pytest.param("postgresql://u:pw@h:70000/db", "port", id="port-too-big"),
-    pytest.param("db.internal/app", "expected scheme", id="no-scheme"),
-    pytest.param("postgresql://u:pw@[::1/db", "malformed|\\[", id="unclosed-bracket"),
+    pytest.param("postgresql://u:s3cr3t@h:abc/db", "port.*'abc'", id="port-not-a-number"),
+    pytest.param("postgresql://u:s3cr3t@h:0/db", "port.*'0'", id="port-zero"),
+    pytest.param("postgresql://u:s3cr3t@h:70000/db", "port.*'70000'", id="port-too-big"),
+    pytest.param("mysql://u:s3cr3t@[::1]:99999/db", "port.*'99999'", id="ipv6-port-too-big"),
+    pytest.param("db.internal/app", "scheme", id="no-scheme"),
+    pytest.param("://u:s3cr3t@h/db", "scheme", id="empty-scheme"),
+    pytest.param("u:s3cr3t@h/db", "scheme", id="no-scheme-with-password"),
+    pytest.param("postgresql://u:s3cr3t@[::1/db", "malformed|\\[", id="unclosed-bracket"),
 ])
-def test_malformed_urls_are_rejected_without_the_password(url, message):
+def test_malformed_urls_are_rejected_naming_the_problem(url, message):
+    """A bad URL is a ConfigurationError naming what is wrong, never the password."""
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        parse_url(url)
+    assert "s3cr3t" not in str(caught.value)
     with pytest.raises(ConfigurationError, match=message) as caught:
         Pool(url)
-    assert ":pw@" not in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
 
 
-@pytest.mark.parametrize("url, shown", [
-    pytest.param("postgresql://app:s3cr3t@db/app", "postgresql://app:***@db/app", id="password"),
-    pytest.param("postgresql://app:p%40ss@db/app", "postgresql://app:***@db/app", id="encoded"),
-    pytest.param("postgresql://db/app?user=app&password=s3cr3t",
-                 "postgresql://db/app?user=app&password=***", id="query-password"),
-    pytest.param("mysql://root@127.0.0.1/test", "mysql://root@127.0.0.1/test", id="no-password"),
-    pytest.param("mysql://u:s3cr3t@h?passwd=s3cr3t", "mysql://u:***@h?passwd=***",
-                 id="query-without-path"),
-    pytest.param("user:s3cr3t@host", "***", id="not-a-url"),
+@pytest.mark.parametrize("url", [
+    pytest.param("postgresql://app:s3cr3t/x@db/app", id="slash"),
+    pytest.param("postgresql://app:s3cr3t?x@db/app", id="question-mark"),
+    pytest.param("postgresql://app:s3cr3t#x@db/app", id="hash"),
 ])
-def test_redact_url(url, shown):
-    assert redact_url(url) == shown
+def test_unencoded_reserved_character_in_password_never_shows(url):
+    """A password with a raw / ? or # (it should be percent-encoded) is rejected, and no
+    part of it appears in the error or the redacted URL."""
+    assert "s3cr3t" not in redact_url(url)
+    with pytest.raises(ConfigurationError) as caught:
+        Pool(url)
+    assert "s3cr3t" not in str(caught.value)
 
 
-def test_pool_repr_and_name_never_show_the_password():
-    pool = Pool("postgresql://app:s3cr3t@db.internal/app?sslmode=require")
-    assert "s3cr3t" not in repr(pool) + pool.name + repr(pool._driver)
-    assert pool.stats()["connects"] == 0  # nothing was opened to build it
+def test_url_must_be_a_str():
+    """A URL of another type is a TypeError naming that type."""
+    with pytest.raises(TypeError, match="bytes"):
+        parse_url(b"postgresql://h/db")
+
+
+# -- redact_url ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, shown, secret", [
+    pytest.param("postgresql://app:s3cr3t@db/app", "postgresql://app:***@db/app", "s3cr3t",
+                 id="password"),
+    pytest.param("postgresql://app:p%40ss%3Aw%2Frd@db:5432/app",
+                 "postgresql://app:***@db:5432/app", "p%40ss", id="encoded-password"),
+    pytest.param("postgresql://app:p@ss@db/app", "postgresql://app:***@db/app", "p@ss",
+                 id="raw-at-in-password"),
+    pytest.param("mysql://:s3cr3t@db/app", "mysql://:***@db/app", "s3cr3t", id="no-user"),
+    pytest.param("postgresql://db/app?user=app&password=s3cr3t&sslmode=require",
+                 "postgresql://db/app?user=app&password=***&sslmode=require", "s3cr3t",
+                 id="query-password"),
+    pytest.param("mysql://u:s3cr3t@h?passwd=s3cr3t", "mysql://u:***@h?passwd=***", "s3cr3t",
+                 id="query-without-path"),
+    pytest.param("postgresql://h/db?PassWord=s3cr3t", "postgresql://h/db?PassWord=***",
+                 "s3cr3t", id="query-key-any-case"),
+    pytest.param("postgresql://h/db?sslpassword=s3cr3t", "postgresql://h/db?sslpassword=***",
+                 "s3cr3t", id="query-sslpassword"),
+    pytest.param("postgresql://u:s3cr3t@h/db#s3cr3t", "postgresql://u:***@h/db#***", "s3cr3t",
+                 id="fragment"),
+    pytest.param("user:s3cr3t@host", "***", "s3cr3t", id="not-a-url"),
+])
+def test_redact_url_masks_secrets(url, shown, secret):
+    """The password and secret query values are masked; the user and the rest stay."""
+    redacted = redact_url(url)
+    assert redacted == shown
+    assert secret not in redacted
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("mysql://root@127.0.0.1:3306/test", id="user-no-password"),
+    pytest.param("postgresql://db.internal/app?sslmode=require&application_name=web",
+                 id="no-userinfo"),
+    pytest.param("sqlite:////var/lib/app.db", id="sqlite"),
+    pytest.param("postgresql://u@[::1]:5432/db", id="ipv6"),
+])
+def test_redact_url_leaves_urls_without_secrets_unchanged(url):
+    assert redact_url(url) == url
+
+
+# -- what each driver makes of a URL -----------------------------------------------------------
+
+
+def test_postgresql_pool_is_made_without_connecting():
+    """libpq options in the query are accepted; nothing is opened; the name is redacted."""
+    pool = Pool("postgresql://u:pw@db.invalid/db?sslmode=require&application_name=x")
+    try:
+        stats = pool.stats()
+        assert (stats["connects"], stats["connect_errors"], stats["size"]) == (0, 0, 0)
+        assert pool.name == "postgresql://u:***@db.invalid/db?sslmode=require&application_name=x"
+        assert pool.paramstyle == "pyformat"
+    finally:
+        pool.close()
 
 
 @pytest.mark.parametrize("url, name", [
-    pytest.param("postgresql://u:pw@h/db?bogus=1", "bogus", id="postgresql-unknown-option"),
-    pytest.param("mysql://u:pw@h/db?connect_timeout=abc", "connect_timeout", id="mysql-int"),
-    pytest.param("mysql://u:pw@h/db?autocommit=maybe", "autocommit", id="mysql-bool"),
-    pytest.param("mysql://u:pw@h/db?bogus=1", "bogus", id="mysql-unknown-option"),
+    pytest.param("postgresql://u:s3cr3t@h/db?bogus=1", "bogus", id="postgresql-unknown"),
+    pytest.param("mysql://u:s3cr3t@h/db?connect_timeout=abc", "connect_timeout",
+                 id="mysql-int"),
+    pytest.param("mysql://u:s3cr3t@h/db?autocommit=maybe", "autocommit", id="mysql-bool"),
+    pytest.param("mysql://u:s3cr3t@h/db?bogus=1", "bogus", id="mysql-unknown"),
     pytest.param("sqlite:///x.db?timeout=abc", "timeout", id="sqlite-float"),
-    pytest.param("sqlite:///x.db?bogus=1", "bogus", id="sqlite-unknown-option"),
+    pytest.param("sqlite:///x.db?bogus=1", "bogus", id="sqlite-unknown"),
     pytest.param("sqlite://host/x.db", "no host", id="sqlite-host"),
+    pytest.param("sqlite://u:s3cr3t@/x.db", "no host", id="sqlite-userinfo"),
+    pytest.param("oracle://u:s3cr3t@h/db", "oracle", id="unsupported-scheme"),
 ])
 def test_bad_driver_options_are_named(url, name):
+    """An option the driver does not know, or cannot read, is named; nothing connects."""
     with pytest.raises(ConfigurationError, match=name) as caught:
         Pool(url)
-    assert ":pw@" not in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
 
 
 def test_relative_sqlite_path_is_fixed_when_the_pool_is_made(tmp_path, monkeypatch):
+    """sqlite:///rel.db is relative to the working directory when the pool is made."""
     monkeypatch.chdir(tmp_path)
-    pool = Pool("sqlite:///here.db")
-    monkeypatch.chdir("/")
-    with pool.connection() as conn:
-        conn.execute("CREATE TABLE t (n)")
-        conn.commit()
-    assert (tmp_path / "here.db").exists()
-    pool.close()
+    pool = Pool("sqlite:///rel.db")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a later chdir (gunicorn --chdir) moves nothing
+    try:
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE t (n)")
+            conn.commit()
+    finally:
+        pool.close()
+    assert (tmp_path / "rel.db").exists()
+    assert not (elsewhere / "rel.db").exists()
+
+
+def test_absolute_sqlite_path(tmp_path, monkeypatch):
+    """sqlite:////abs/x.db (four slashes) is the absolute path /abs/x.db."""
+    target = tmp_path / "abs" / "x.db"
+    target.parent.mkdir()
+    url = f"sqlite:///{target}"
+    assert url.startswith("sqlite:////")
+    monkeypatch.chdir(tmp_path)
+    pool = Pool(url)
+    try:
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE t (n)")
+            conn.commit()
+    finally:
+        pool.close()
+    assert target.exists()
+    assert sorted(os.listdir(tmp_path)) == ["abs"]  # nothing made relative to the cwd
+
+
+def test_sqlite_options_from_the_query(tmp_path):
+    """Query values become sqlite3.connect options of the right type."""
+    pool = Pool(f"sqlite:///{tmp_path}/o.db?timeout=0.5&isolation_level=None")
+    try:
+        with pool.connection() as conn:
+            assert conn.isolation_level is None  # autocommit: the text None became None
+            conn.execute("CREATE TABLE t (n)")
+            assert not conn.in_transaction
+    finally:
+        pool.close()
 
 
 def test_decoded_password_reaches_mariadb(mariadb, pools):
+    """A percent-encoded password with @ : / logs in; a wrong one is a ConnectError."""
     admin = mariadb.admin()
     cursor = admin.cursor()
-    for host in ("%", "localhost"):
-        cursor.execute(f"CREATE OR REPLACE USER 'wsgipool_pw'@'{host}' IDENTIFIED BY 'p@ss:w/rd'")
-        cursor.execute(f"GRANT SELECT ON test.* TO 'wsgipool_pw'@'{host}'")
+    hosts = ("%", "localhost")
     try:
-        base = mariadb.url.split("://", 1)[1].split("@", 1)[1]
-        pool = pools(f"mysql://wsgipool_pw:p%40ss%3Aw%2Frd@{base}", max_size=1)
+        for host in hosts:
+            cursor.execute(
+                f"CREATE OR REPLACE USER 'wsgipool_pw'@'{host}' IDENTIFIED BY 'p@ss:w/rd'")
+            cursor.execute(f"GRANT USAGE ON *.* TO 'wsgipool_pw'@'{host}'")
+        server = parse_url(mariadb.url)
+        where = f"{server.host}:{server.port or 3306}"
+        pool = pools(f"mysql://wsgipool_pw:p%40ss%3Aw%2Frd@{where}/", max_size=1)
         with pool.connection() as conn:
             cur = conn.cursor()
             cur.execute("SELECT CURRENT_USER()")
-            assert cur.fetchone()[0].startswith("wsgipool_pw@")
-        wrong = pools(f"mysql://wsgipool_pw:wrong@{base}", max_size=1)
-        with pytest.raises(ConnectError, match="Access denied"):
+            user = cur.fetchone()[0]
+            conn.rollback()
+        assert user.split("@")[0] == "wsgipool_pw"
+        wrong = pools(f"mysql://wsgipool_pw:p%40ss%3Aw%2FrdX@{where}/", max_size=1)
+        with pytest.raises(ConnectError, match="Access denied") as caught:
             wrong.checkout()
+        assert "p@ss:w/rd" not in str(caught.value)
+        assert wrong.stats()["connect_errors"] == 1
     finally:
-        for host in ("%", "localhost"):
+        for host in hosts:
             cursor.execute(f"DROP USER IF EXISTS 'wsgipool_pw'@'{host}'")
         admin.close()
 
 
-def test_any_dbapi_module_through_connect(tmp_path, pools):
+# -- connect= ------------------------------------------------------------------------------------
+
+
+class CountingConnection(sqlite3.Connection):
+    """A real sqlite3 connection that counts its rollbacks."""
+
+    rollbacks = 0
+
+    def rollback(self):
+        type(self).rollbacks += 1
+        super().rollback()
+
+
+def test_connect_without_a_url_pools_any_dbapi_module(tmp_path, pools):
+    """connect= alone: the generic driver, which always rolls back on return."""
     path = str(tmp_path / "generic.db")
-    pool = pools(connect=lambda: sqlite3.connect(path, check_same_thread=False))
+    CountingConnection.rollbacks = 0
+    pool = pools(connect=lambda: sqlite3.connect(path, check_same_thread=False,
+                                                 factory=CountingConnection))
     with pool.connection() as conn:
         conn.execute("CREATE TABLE t (n)")
         conn.commit()
-    assert pool.stats()["rollbacks"] == 1  # nothing is known of it: always rolled back
+        first = conn
+    with pool.connection() as conn:
+        assert conn is first  # pooled
+        conn.execute("INSERT INTO t VALUES (1)")  # not committed: rolled back on return
+    with pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    assert CountingConnection.rollbacks == 3  # on every return, even after a commit
+    stats = pool.stats()
+    assert (stats["connects"], stats["returns"], stats["rollbacks"]) == (1, 3, 3)
     assert pool.paramstyle is None
+    assert pool.name.startswith("connect=")
 
 
-def test_connect_with_a_url_keeps_the_drivers_knowledge(postgresql, pools):
+def test_connect_without_a_url_warns_only_of_work_left_open(tmp_path, pools, caplog):
+    """A handler that committed keeps the log quiet (README: "commit or roll back in your
+    handler to keep the log quiet"), whatever the driver."""
+    path = str(tmp_path / "generic.db")
+    pool = pools(connect=lambda: sqlite3.connect(path, check_same_thread=False))
+    with caplog.at_level(logging.WARNING, logger="wsgipool.pool"):
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE t (n)")
+            conn.commit()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_connect_with_a_postgresql_url_keeps_the_drivers_knowledge(postgresql, pools):
+    """connect= with a postgresql URL opens connections your way, and the PostgreSQL
+    driver still tells an idle return (no rollback) from one in a transaction."""
     import psycopg2
-
-    from wsgipool.drivers import make_driver
 
     opened = []
 
     def connect():
-        conn = make_driver(postgresql.url).connect()
+        conn = psycopg2.connect(**_libpq_options(postgresql.url))
         opened.append(conn)
         return conn
 
     pool = pools(postgresql.url, connect=connect, max_size=1)
-    for _ in range(3):
-        with pool.connection() as conn:
-            assert isinstance(conn, psycopg2.extensions.connection)
+    with pool.connection() as conn:
+        conn.autocommit = True
+        conn.cursor().execute("SELECT 1")  # no transaction left open
+        conn.autocommit = False
+    with pool.connection() as conn:
+        assert conn is opened[0]
+    stats = pool.stats()
+    assert (stats["connects"], stats["rollbacks"]) == (1, 0)  # idle returns: no rollback
+    with pool.connection() as conn:
+        conn.cursor().execute("SELECT 1")  # opens a transaction, left open
+    assert pool.stats()["rollbacks"] == 1
+    assert pool.paramstyle == "pyformat"
     assert len(opened) == 1
-    assert pool.stats()["rollbacks"] == 0  # idle returns: the PostgreSQL driver can tell
+
+
+def _libpq_options(url):
+    parsed = parse_url(url)
+    options = dict(host=parsed.host, port=parsed.port, user=parsed.username,
+                   password=parsed.password, dbname=parsed.path.lstrip("/") or None)
+    options = {k: v for k, v in options.items() if v is not None}
+    options.update(parsed.query)
+    return options

@@ -22,6 +22,7 @@ IDLE = 0  # no transaction open: the connection can go back as it is
 DIRTY = 1  # a transaction may be open: roll back before reuse
 CLOSED = 2  # closed by the handler: discard
 BROKEN = 3  # the session is gone: discard
+UNKNOWN = 4  # the driver cannot tell: roll back, as a precaution, without a warning
 
 
 def _blind(fd: int) -> None:
@@ -64,7 +65,7 @@ class Driver:
     def state(self, conn: Any) -> int:
         if getattr(conn, "closed", False):
             return CLOSED
-        return DIRTY
+        return UNKNOWN
 
     def rollback(self, conn: Any) -> None:
         conn.rollback()
@@ -257,8 +258,10 @@ class MySQLdbDriver(SocketDriver):
     def state(self, conn: Any) -> int:
         if not conn.open:
             return CLOSED
-        # Connections made with connect= may be plain MySQLdb ones: assume the worst.
-        return DIRTY if getattr(conn, "_wsgipool_dirty", True) else IDLE
+        dirty = getattr(conn, "_wsgipool_dirty", None)
+        if dirty is None:  # a plain MySQLdb connection, from connect=: it cannot tell
+            return UNKNOWN
+        return DIRTY if dirty else IDLE
 
     def ping(self, conn: Any) -> None:
         conn.ping()  # COM_PING: a round trip that opens no transaction
@@ -474,4 +477,4 @@ def _describe(func: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-__all__ = ["BROKEN", "CLOSED", "DIRTY", "IDLE", "Driver", "make_driver", "redact_url"]
+__all__ = ["BROKEN", "CLOSED", "DIRTY", "UNKNOWN", "IDLE", "Driver", "make_driver", "redact_url"]

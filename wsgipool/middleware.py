@@ -231,13 +231,16 @@ class ClosingIterable:
         if entry is None:
             return  # closed already: PEP 3333 allows a second call, which does nothing
         try:
-            if type(self._result) is not list:  # a list has no close(): skip the lookup
-                close = getattr(self._result, "close", None)
-                if close is not None:
-                    close()
+            self._close_result()
         finally:
             self._clock.stop()
             self._end(entry)
+
+    def _close_result(self) -> None:
+        if type(self._result) is not list:  # a list has no close(): skip the lookup
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
 
     def _end(self, entry: PooledConnection) -> None:
         self._pool.checkin(entry)
@@ -246,7 +249,15 @@ class ClosingIterable:
         entry = self._entry
         if entry is not None:
             self._entry = None
-            self._pool.abandon(entry)
+            # The server never closed us. Finish the app's response first, as close()
+            # would (a generator's finally may still use the connection); then discard
+            # the connection: it may have been left mid-query.
+            try:
+                self._close_result()
+            except Exception:
+                log.exception("closing an abandoned response failed")
+            finally:
+                self._pool.abandon(entry)
 
 
 class TransactionIterable(ClosingIterable):

@@ -34,7 +34,7 @@ from os import getpid
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
-from .drivers import BROKEN, CLOSED, DIRTY, IDLE, Driver, make_driver
+from .drivers import BROKEN, CLOSED, DIRTY, IDLE, UNKNOWN, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .stats import PoolStats
 from .urls import scrub
@@ -385,14 +385,15 @@ class Pool:
         if state == BROKEN:
             self._discard(entry, "broken", returning=True)
             return False
-        if state == DIRTY:
+        if state == DIRTY or state == UNKNOWN:
             try:
                 self._driver.rollback(entry.conn)
             except Exception as exc:
                 self._discard_failed(entry, "rollback_failed", exc)
                 return False
-            log.warning("rolled back a transaction left open on a connection to %s%s",
-                        self.name, _describe_request(entry.request))
+            if state == DIRTY:  # known to be open: the handler forgot it; worth a warning
+                log.warning("rolled back a transaction left open on a connection to %s%s",
+                            self.name, _describe_request(entry.request))
             with self._lock:
                 self._stats.rollbacks += 1
         if self._session_reset is not None:
@@ -480,6 +481,8 @@ class Pool:
 
     def stats(self) -> Dict[str, Any]:
         """A snapshot of this process's pool figures, as a plain dict (see the README)."""
+        if self._pid != os.getpid():  # a new process: its figures start now
+            self._adopt_process()
         with self._lock:
             return self._stats.snapshot(
                 max_size=self.max_size, size=self._size, idle=len(self._idle),
@@ -488,6 +491,8 @@ class Pool:
 
     def histograms(self) -> Dict[str, Dict[str, Any]]:
         """The bucket counts behind the ``*_seconds`` stats (for Prometheus exporters)."""
+        if self._pid != os.getpid():
+            self._adopt_process()
         with self._lock:
             return self._stats.histograms()
 

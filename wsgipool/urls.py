@@ -49,6 +49,15 @@ def parse_url(url: str) -> DatabaseURL:
     except ValueError as exc:  # urllib's own complaint, e.g. "Invalid IPv6 URL"
         raise ConfigurationError(f"malformed database URL {redacted!r}: {exc}") from None
     userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at and "@" in url[len(scheme) + 3 + len(parts.netloc):]:
+        # "user:pa/ss@host": the / (or ? or #) ended the host part inside the password.
+        # Say so without quoting any of it: the text after ":" is the password.
+        _, colon, after = parts.netloc.partition(":")
+        if colon and not after.isdigit():
+            raise ConfigurationError(
+                f"malformed database URL {redacted!r}: / ? and # in the user name or "
+                "password must be percent-encoded (%2F %3F %23)"
+            )
     username = password = None
     if at:
         user, colon, secret = userinfo.partition(":")
@@ -94,27 +103,26 @@ def _split_hostport(hostport: str, redacted: str):
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with its password, and any secret query value, replaced by ``***``."""
+    """Return ``url`` with its password, and any secret query value, replaced by ``***``.
+
+    The password ends at the last ``@``: one typed with a raw ``/``, ``?`` or ``#`` (not
+    percent-encoded, so the URL is malformed) is still masked, never shown.
+    """
     if not isinstance(url, str):
         return repr(type(url))
     scheme, sep, rest = url.partition("://")
     if not sep:
         # Not a URL we can take apart: show nothing that could be a secret.
         return MASK if ("@" in url or "=" in url) else url
-    rest, hashmark, _fragment = rest.partition("#")
-    netloc, slash, tail = rest.partition("/")
-    path, qmark, query = tail.partition("?")
-    if not slash:  # no path: the query may follow the netloc directly
-        netloc, qmark, query = netloc.partition("?")
-    userinfo, at, hostport = netloc.rpartition("@")
+    userinfo, at, rest = rest.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":" + MASK
+    rest, hashmark, _fragment = rest.partition("#")
+    hostpath, qmark, query = rest.partition("?")
     if query:
         query = "&".join(_redact_pair(pair) for pair in query.split("&"))
-    return (
-        f"{scheme}://{userinfo}{at}{hostport}{slash}{path}{qmark}{query}"
-        + (hashmark and "#" + MASK)
-    )
+    return (f"{scheme}://{userinfo}{at}{hostpath}{qmark}{query}"
+            + (hashmark and "#" + MASK))
 
 
 def _redact_pair(pair: str) -> str:

@@ -41,7 +41,7 @@ def main(scenario, url):
         os.close(read_end)
         if scenario.startswith("nohooks"):
             pool_module._LIVE_POOLS.update(hidden)  # the exit handler still sees it
-        report = {"scenario": scenario}
+        report = {"scenario": scenario, "stats_before": pool.stats()}
         if held is not None:
             pool.checkin(held)  # the forking thread gives back what it held: ignored
         if scenario in ("use", "held", "nohooks-use"):
