@@ -1,35 +1,84 @@
-"""Run the benchmarks and write the report: ``python -m benchmarks [--quick] [--only ...]``."""
+"""wsgipool against its peers, on the real servers; the report goes to benchmarks/results/latest.md.
+
+    python -m benchmarks [--quick] [--only cycle,middleware,contention,e2e]
+    python benchmarks/run.py ...
+
+Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
+adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
+and wrk). The report starts with the machine and versions, then every target of the
+issue and where this run put wsgipool against it, then each section's figures.
+"""
+
+from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
-from . import common, contention, cycle, e2e, middleware
+if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common, contention, cycle, e2e, middleware  # noqa: E402
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
             "e2e": e2e.run}
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help="comma-separated sections: " + ", ".join(SECTIONS))
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="wsgipool's benchmarks against its peers, on the real servers.")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs, to check that everything works (under a minute)")
+    parser.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
+                        help="comma-separated sections to run, of: " + ", ".join(SECTIONS))
+    parser.add_argument("--e2e-rounds", type=int, metavar="N",
+                        help="interleaved rounds of the end-to-end section (default 3)")
+    parser.add_argument("--e2e-seconds", type=int, metavar="S",
+                        help="seconds of each wrk run (default 3)")
+    parser.add_argument("--e2e-keep-alive", action="store_true",
+                        help="let wrk keep its connections open (noisier with gthread: "
+                             "how its 8 connections split between the workers varies)")
     args = parser.parse_args(argv)
+    for option in ("e2e_rounds", "e2e_seconds"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        parser.error(f"unknown section(s): {', '.join(unknown)}")
-    parts = ["# wsgipool benchmarks", common.header()]
+    if unknown or not chosen:
+        parser.error(f"unknown section(s): {', '.join(unknown) or '(none given)'}; "
+                     f"known: {', '.join(SECTIONS)}")
+    started = time.monotonic()
+    head = common.header()
+    sections, targets = [], []
     for name in chosen:
         print(f"running {name}...", file=sys.stderr, flush=True)
-        parts.append(SECTIONS[name](quick=args.quick))
-    report = "\n\n".join(parts) + "\n"
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "latest.md"), "w") as handle:
-        handle.write(report)
+        began = time.monotonic()
+        if name == "e2e":
+            section = e2e.run(args.quick, rounds=args.e2e_rounds, seconds=args.e2e_seconds,
+                              keep_alive=args.e2e_keep_alive)
+        else:
+            section = SECTIONS[name](quick=args.quick)
+        print(f"  {name}: {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+        sections.append(section.markdown)
+        targets += section.targets
+    elapsed = time.monotonic() - started
+    mode = "quick run (smoke test: too short to quote)" if args.quick else "full run"
+    report = "\n\n".join([
+        "# wsgipool benchmarks",
+        head + f"\n- {mode}, sections: {', '.join(chosen)}; took {elapsed:.0f} s",
+        "## Targets\n\nRatios come from the same run, contenders measured in interleaved "
+        "rounds.\n\n" + common.targets_table(targets),
+        "## Figures",
+        *sections,
+    ]) + "\n"
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "latest.md"), "w", encoding="utf-8") as out:
+        out.write(report)
     print(report)
+    print(f"written to {os.path.join(RESULTS, 'latest.md')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

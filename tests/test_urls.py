@@ -335,3 +335,20 @@ def _libpq_options(url):
     options = {k: v for k, v in options.items() if v is not None}
     options.update(parsed.query)
     return options
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("postgresql://app@db/app?password=p@ss", id="at-in-secret-value"),
+    pytest.param("mysql://root@127.0.0.1/test?init_command=SET @a=1&password=p@ss",
+                 id="at-in-an-earlier-value"),
+    pytest.param("postgresql://db/app?password=p@ss&application_name=me@x",
+                 id="at-in-a-later-value"),
+])
+def test_an_at_in_the_query_never_unmasks_a_secret(url):
+    """Review finding: an @ in a query value must not hide the query from masking."""
+    assert "p@ss" not in redact_url(url)
+
+
+def test_ipv6_host_with_an_at_in_the_query_is_valid():
+    pool = Pool("postgresql://[::1]/test?application_name=a@b")
+    assert pool.stats()["connects"] == 0

@@ -12,10 +12,11 @@ import importlib
 import inspect
 import os
 import sqlite3
+import stat
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .errors import ConfigurationError, DriverNotInstalled
-from .urls import DatabaseURL, parse_url, redact_url
+from .urls import SECRET_KEYS, DatabaseURL, parse_url, redact_url
 
 # Connection states, as :meth:`Driver.state` reports them.
 IDLE = 0  # no transaction open: the connection can go back as it is
@@ -31,6 +32,11 @@ def _blind(fd: int) -> None:
     The child keeps the descriptor number occupied, so nothing else can reuse it before
     the inherited connection object is finalized.
     """
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return  # the driver closed it and the number was reused: not ours
+    except OSError:
+        return  # closed already
     null = os.open(os.devnull, os.O_RDWR)
     try:
         os.dup2(null, fd)
@@ -261,6 +267,8 @@ class MySQLdbDriver(SocketDriver):
         dirty = getattr(conn, "_wsgipool_dirty", None)
         if dirty is None:  # a plain MySQLdb connection, from connect=: it cannot tell
             return UNKNOWN
+        if dirty and conn.get_autocommit():  # autocommit: open only after an explicit BEGIN
+            return UNKNOWN
         return DIRTY if dirty else IDLE
 
     def ping(self, conn: Any) -> None:
@@ -462,7 +470,7 @@ def _parse_bool(key: str, value: str, url: DatabaseURL) -> bool:
 
 def _secrets(url: DatabaseURL) -> Tuple[str, ...]:
     found = [url.password] + [
-        value for key, value in url.query.items() if key.lower() in ("password", "passwd")
+        value for key, value in url.query.items() if key.lower() in SECRET_KEYS
     ]
     return tuple(secret for secret in found if secret)
 

@@ -42,7 +42,7 @@ METRICS: Sequence[Tuple[str, str, str, str]] = (
     ("returns", "wsgipool_returns_total", "counter", "Checkouts ended."),
     ("waits", "wsgipool_waits_total", "counter", "Checkouts that had to queue."),
     ("timeouts", "wsgipool_timeouts_total", "counter", "Checkouts that timed out."),
-    ("rollbacks", "wsgipool_rollbacks_total", "counter", "Open transactions rolled back."),
+    ("rollbacks", "wsgipool_rollbacks_total", "counter", "Rollbacks on return."),
     ("pings", "wsgipool_pings_total", "counter", "Liveness checks passed."),
 )
 # stats key: (metric name, help) for each histogram.

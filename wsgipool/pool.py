@@ -169,13 +169,19 @@ class Pool:
         log.info("pool %s created in pid %d (max_size=%d)", self.name, self._pid, self.max_size)
 
     def _init_process_state(self) -> None:
-        """Everything that belongs to one process: its lock, its connections, its queue."""
-        self._pid = os.getpid()
+        """Everything that belongs to one process: its lock, its connections, its queue.
+
+        The pid is set last: a thread that sees it sees a complete state.
+        """
         self._lock = threading.Lock()
         self._idle: List[PooledConnection] = []  # a stack: the last returned is reused first
         self._all: Set[PooledConnection] = set()
         self._waiters: Deque[_Waiter] = deque()
         self._size = 0  # connections open or being opened
+        # Checkouts abandoned by garbage collection, which may run while this thread
+        # holds the lock: discarded later, by the next checkout, return or stats().
+        self._leaked: Deque[PooledConnection] = deque()
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return (f"<Pool {self.name} size={self._size}/{self.max_size} "
@@ -199,6 +205,8 @@ class Pool:
         """
         if self._pid != getpid():  # a fork no hook told us about (uWSGI by default)
             self._adopt_process()
+        if self._leaked:
+            self._reap_leaked()
         deadline: Optional[float] = None
         while True:
             lock = self._lock
@@ -252,7 +260,11 @@ class Pool:
         if len(self._waiters) > stats.peak_waiting:
             stats.peak_waiting = len(self._waiters)
         self._lock.release()
-        got = waiter.ready.acquire(timeout=max(0.0, deadline - started))
+        try:
+            got = waiter.ready.acquire(timeout=max(0.0, deadline - started))
+        except BaseException:  # interrupted (gevent.Timeout, KeyboardInterrupt...)
+            self._leave_queue(waiter)
+            raise
         now = monotonic()
         with self._lock:
             if not got and waiter.outcome is _PENDING:  # nobody served us: leave the queue
@@ -270,6 +282,22 @@ class Pool:
             outcome.checked_out = now
             outcome.waited = now - started
         return outcome
+
+    def _leave_queue(self, waiter: _Waiter) -> None:
+        """A waiter gives up: leave the queue, or pass on whatever it was just handed."""
+        with self._lock:
+            outcome = waiter.outcome
+            if outcome is _PENDING:
+                self._waiters.remove(waiter)
+            elif outcome is _ROOM:
+                self._free_room()
+            elif isinstance(outcome, PooledConnection):
+                self._stats.checkouts -= 1
+                if self._waiters and not self._closed:
+                    self._count_checkout()
+                    self._hand_over(outcome)
+                else:
+                    self._idle.append(outcome)
 
     def _warn_long_holders(self, now: float) -> None:
         """With the lock held, all connections busy: name the requests holding one too long."""
@@ -323,8 +351,9 @@ class Pool:
                     # Double the pause after each refusal, so a down database is not
                     # hammered and requests in between fail at once instead of each
                     # waiting out a connect timeout.
-                    self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
-                    self._retry_at = monotonic() + self._backoff
+                    if started >= self._retry_at:  # once per window, not per attempt
+                        self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
+                        self._retry_at = monotonic() + self._backoff
             if not isinstance(exc, Exception) or isinstance(exc, ConnectError):
                 raise
             message = scrub(str(exc).strip(), *self._driver.secrets) or type(exc).__name__
@@ -350,6 +379,8 @@ class Pool:
         """Give back a connection taken with :meth:`checkout`: reset it, then reuse or discard."""
         if entry.generation != self._generation:
             return  # taken before a fork, in the parent's life: not ours to touch
+        if self._leaked:
+            self._reap_leaked()
         try:
             state = self._state(entry.conn)
         except Exception as exc:
@@ -428,9 +459,19 @@ class Pool:
     def abandon(self, entry: PooledConnection) -> None:
         """End a checkout whose holder lost track of it (a response never closed).
 
-        The holder may have left it mid-query, so it is discarded, not reused.
+        The holder may have left it mid-query, so it is discarded, not reused. Called
+        from garbage collection, it takes no lock: the discard happens at the next
+        checkout, return or ``stats()``.
         """
         if entry.generation == self._generation and self._pid == os.getpid():
+            self._leaked.append(entry)
+
+    def _reap_leaked(self) -> None:
+        while self._leaked:
+            try:
+                entry = self._leaked.popleft()
+            except IndexError:  # another thread took the last one
+                return
             self._discard(entry, "leaked", returning=True)
 
     def _hand_over(self, outcome: Any) -> None:
@@ -483,6 +524,8 @@ class Pool:
         """A snapshot of this process's pool figures, as a plain dict (see the README)."""
         if self._pid != os.getpid():  # a new process: its figures start now
             self._adopt_process()
+        if self._leaked:
+            self._reap_leaked()
         with self._lock:
             return self._stats.snapshot(
                 max_size=self.max_size, size=self._size, idle=len(self._idle),
@@ -535,11 +578,12 @@ class Pool:
                 return
             if self._all:  # no fork hook ran (uWSGI without --enable-threads, ...)
                 self._forget_parent()
-            self._init_process_state()
             # Figures are per process: the child starts its own, noting what it dropped.
-            self._stats = PoolStats(DISCARD_REASONS)
-            self._stats.discard_reasons["fork"] = self._inherited
+            stats = PoolStats(DISCARD_REASONS)
+            stats.discard_reasons["fork"] = self._inherited
+            self._stats = stats
             self._inherited = 0
+            self._init_process_state()
             log.info("pool %s adopted by pid %d after fork", self.name, self._pid)
 
 

@@ -143,7 +143,7 @@ class PoolStats:
             "pings": self.pings,
             "discards": discards,
             "discard_reasons": dict(self.discard_reasons),
-            "wait_seconds": self.wait.summary(zeros=self.checkouts - self.wait.count),
+            "wait_seconds": self.wait.summary(zeros=max(self.checkouts - self.wait.count, 0)),
             "hold_seconds": self.hold.summary(),
             "connect_seconds": self.connect_time.summary(),
         }

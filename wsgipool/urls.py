@@ -49,7 +49,9 @@ def parse_url(url: str) -> DatabaseURL:
     except ValueError as exc:  # urllib's own complaint, e.g. "Invalid IPv6 URL"
         raise ConfigurationError(f"malformed database URL {redacted!r}: {exc}") from None
     userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at and "@" in url[len(scheme) + 3 + len(parts.netloc):]:
+    after_host = url[len(scheme) + 3 + len(parts.netloc):]
+    if (not at and not parts.netloc.startswith("[")
+            and "@" in after_host.split("?", 1)[0].split("#", 1)[0]):
         # "user:pa/ss@host": the / (or ? or #) ended the host part inside the password.
         # Say so without quoting any of it: the text after ":" is the password.
         _, colon, after = parts.netloc.partition(":")
@@ -63,7 +65,7 @@ def parse_url(url: str) -> DatabaseURL:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    host, port = _split_hostport(hostport, redacted)
+    host, port = _split_hostport(hostport, redacted, show_port=bool(at))
     try:
         query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
     except ValueError:
@@ -84,7 +86,7 @@ def parse_url(url: str) -> DatabaseURL:
     )
 
 
-def _split_hostport(hostport: str, redacted: str):
+def _split_hostport(hostport: str, redacted: str, show_port: bool = True):
     if hostport.startswith("["):  # [IPv6]:port
         host, bracket, rest = hostport[1:].partition("]")
         if not bracket:
@@ -95,8 +97,10 @@ def _split_hostport(hostport: str, redacted: str):
     port = None
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            # Without a user@ the "port" may be a password cut by a raw ? or #: not shown.
+            shown = f", not {port_text!r}," if show_port else ""
             raise ConfigurationError(
-                f"port must be a number from 1 to 65535, not {port_text!r}, in {redacted!r}"
+                f"port must be a number from 1 to 65535{shown} in {redacted!r}"
             )
         port = int(port_text)
     return unquote(host) or None, port
@@ -105,8 +109,9 @@ def _split_hostport(hostport: str, redacted: str):
 def redact_url(url: str) -> str:
     """Return ``url`` with its password, and any secret query value, replaced by ``***``.
 
-    The password ends at the last ``@``: one typed with a raw ``/``, ``?`` or ``#`` (not
-    percent-encoded, so the URL is malformed) is still masked, never shown.
+    The password runs to the last ``@`` before the query's first ``=``, so one typed with
+    a raw ``/ ? #`` is still masked; where that cannot be told apart, all but the scheme
+    is masked. Secret query values are masked wherever they are.
     """
     if not isinstance(url, str):
         return repr(type(url))
@@ -114,14 +119,18 @@ def redact_url(url: str) -> str:
     if not sep:
         # Not a URL we can take apart: show nothing that could be a secret.
         return MASK if ("@" in url or "=" in url) else url
-    userinfo, at, rest = rest.rpartition("@")
-    if at and ":" in userinfo:
+    first_eq = rest.find("=") if "=" in rest else len(rest)
+    at = rest.rfind("@", 0, first_eq)
+    if at == -1 and "@" in rest and ":" in rest[:rest.find("@")]:
+        return f"{scheme}://{MASK}"  # user:pass with an @ past the first =: ambiguous
+    userinfo, rest = (rest[:at], rest[at:]) if at != -1 else ("", rest)
+    if ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":" + MASK
     rest, hashmark, _fragment = rest.partition("#")
     hostpath, qmark, query = rest.partition("?")
     if query:
         query = "&".join(_redact_pair(pair) for pair in query.split("&"))
-    return (f"{scheme}://{userinfo}{at}{hostpath}{qmark}{query}"
+    return (f"{scheme}://{userinfo}{hostpath}{qmark}{query}"
             + (hashmark and "#" + MASK))
 
 
