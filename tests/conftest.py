@@ -130,6 +130,24 @@ class MariaDB(Database):
             conn.close()
 
 
+def _with_scheme(url: str, scheme: str) -> str:
+    return scheme + url[url.index("://"):]
+
+
+class PsycopgPostgreSQL(PostgreSQL):
+    """PostgreSQL through psycopg 3 (``postgresql+psycopg://``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = _with_scheme(self.url, "postgresql+psycopg")
+
+
+class PyMySQLMariaDB(MariaDB):
+    """MariaDB through PyMySQL (``mysql+pymysql://``)."""
+
+    url = _with_scheme(MYSQL_URL, "mysql+pymysql")
+
+
 class SQLite(Database):
     kind = "sqlite"
 
@@ -188,16 +206,60 @@ def sqlite(tmp_path) -> SQLite:
     return SQLite(tmp_path / "test.db")
 
 
-@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def _needs_module(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        why = f"{module} is not installed: pip install -e '.[test]'"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"CI requires every driver: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def psycopg_postgresql() -> PostgreSQL:
+    _require("postgresql")
+    _needs_module("psycopg")
+    return PsycopgPostgreSQL()
+
+
+@pytest.fixture
+def pymysql_mariadb() -> MariaDB:
+    _require("mysql")
+    _needs_module("pymysql")
+    return PyMySQLMariaDB()
+
+
+# Fixture names by parameter: the default driver of each database, then the others.
+_BY_PARAM = {"mysql": "mariadb", "psycopg": "psycopg_postgresql", "pymysql": "pymysql_mariadb"}
+
+
+@pytest.fixture(params=["postgresql", "psycopg", "mysql", "pymysql", "sqlite"])
 def db(request) -> Database:
-    """Each of the three real databases in turn."""
-    return request.getfixturevalue({"mysql": "mariadb"}.get(request.param, request.param))
+    """Each real database in turn, through each driver wsgipool has for it."""
+    return request.getfixturevalue(_BY_PARAM.get(request.param, request.param))
 
 
 @pytest.fixture(params=["postgresql", "mysql"])
 def server_db(request) -> Database:
     """Each database that runs as a server (it has sessions to count and kill)."""
-    return request.getfixturevalue({"mysql": "mariadb"}.get(request.param, request.param))
+    return request.getfixturevalue(_BY_PARAM.get(request.param, request.param))
+
+
+@pytest.fixture(params=["postgresql", "psycopg", "mysql", "pymysql"])
+def any_server_db(request) -> Database:
+    """Each server database through each of its drivers."""
+    return request.getfixturevalue(_BY_PARAM.get(request.param, request.param))
+
+
+@pytest.fixture(params=["postgresql", "psycopg"])
+def any_postgresql(request) -> PostgreSQL:
+    return request.getfixturevalue(_BY_PARAM.get(request.param, request.param))
+
+
+@pytest.fixture(params=["mysql", "pymysql"])
+def any_mariadb(request) -> MariaDB:
+    return request.getfixturevalue(_BY_PARAM.get(request.param, request.param))
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ def run(scenario, url):
     pytest.param("use", id="child-uses-the-pool"),
     pytest.param("nohooks-use", id="child-uses-the-pool-without-fork-hooks"),
 ])
-def test_child_opens_its_own_and_the_parent_keeps_its_own(server_db, scenario):
-    seen = run(scenario, server_db.url)
+def test_child_opens_its_own_and_the_parent_keeps_its_own(any_server_db, scenario):
+    seen = run(scenario, any_server_db.url)
     assert seen["child_exit"] == 0
     assert seen["child"]["sid"] != seen["parent_sid"]
     before = seen["child"]["stats_before"]  # read before the child's first checkout
@@ -47,16 +47,16 @@ def test_child_opens_its_own_and_the_parent_keeps_its_own(server_db, scenario):
     pytest.param("idle", id="with-fork-hooks"),
     pytest.param("nohooks-idle", id="without-fork-hooks"),
 ])
-def test_child_that_only_exits_leaves_the_parent_alone(server_db, scenario):
+def test_child_that_only_exits_leaves_the_parent_alone(any_server_db, scenario):
     """The MySQLdb trap: merely finalizing an inherited connection sends COM_QUIT."""
-    seen = run(scenario, server_db.url)
+    seen = run(scenario, any_server_db.url)
     assert seen["child_exit"] == 0
     assert seen["after_sid"] == seen["parent_sid"]
     assert seen["parent_connects"] == 1
 
 
-def test_connection_held_across_fork_stays_the_parents(server_db):
-    seen = run("held", server_db.url)
+def test_connection_held_across_fork_stays_the_parents(any_server_db):
+    seen = run("held", any_server_db.url)
     assert seen["child_exit"] == 0
     assert seen["child"]["sid"] not in (seen["parent_sid"], seen["held_sid"])
     assert seen["child"]["stats"]["returns"] == 1  # its own checkout; not the parent's
@@ -70,10 +70,10 @@ def test_sqlite_child_uses_its_own_connection(sqlite):
     assert seen["parent_connects"] == 1
 
 
-def test_pool_made_before_fork_holds_nothing(server_db, pools):
+def test_pool_made_before_fork_holds_nothing(any_server_db, pools):
     from wsgipool import Pool
 
-    pool = pools(server_db.url)
+    pool = pools(any_server_db.url)
     pid = os.fork()
     if pid == 0:
         os._exit(0)  # the point is what the parent holds, not how the child leaves

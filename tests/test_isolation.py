@@ -11,15 +11,15 @@ def rows(conn, sql, params=None):
     return cursor.fetchall()
 
 
-def test_postgresql_session_reset_clears_everything(postgresql, pools):
-    pool = pools(postgresql.url, max_size=1, reset="session")
-    admin = postgresql.admin()
+def test_postgresql_session_reset_clears_everything(any_postgresql, pools):
+    pool = pools(any_postgresql.url, max_size=1, reset="session")
+    admin = any_postgresql.admin()
     with admin.cursor() as cur:
         cur.execute("DROP ROLE IF EXISTS wsgipool_tenant")
         cur.execute("CREATE ROLE wsgipool_tenant")
     try:
         with pool.connection() as conn:
-            sid = postgresql.session_id(conn)
+            sid = any_postgresql.session_id(conn)
             cur = conn.cursor()
             cur.execute("SET ROLE wsgipool_tenant")
             cur.execute("SELECT set_config('app.tenant', '42', false)")
@@ -30,7 +30,7 @@ def test_postgresql_session_reset_clears_everything(postgresql, pools):
             cur.execute("SELECT pg_advisory_lock(4242)")
             conn.commit()  # committed: a rollback alone would keep all of it
         with pool.connection() as conn:
-            assert postgresql.session_id(conn) == sid  # the same session, reset
+            assert any_postgresql.session_id(conn) == sid  # the same session, reset
             assert rows(conn, "SELECT current_user")[0][0] == "postgres"
             assert rows(conn, "SELECT current_setting('app.tenant', true)")[0][0] in (None, "")
             assert rows(conn, "SHOW statement_timeout")[0][0] == "0"
@@ -46,9 +46,9 @@ def test_postgresql_session_reset_clears_everything(postgresql, pools):
         admin.close()
 
 
-def test_postgresql_rollback_mode_keeps_committed_session_state(postgresql, pools):
+def test_postgresql_rollback_mode_keeps_committed_session_state(any_postgresql, pools):
     """The default, documented: a committed SET survives; that is what reset="session" is for."""
-    pool = pools(postgresql.url, max_size=1)
+    pool = pools(any_postgresql.url, max_size=1)
     with pool.connection() as conn:
         conn.cursor().execute("SET statement_timeout = 1234")
         conn.commit()
@@ -57,10 +57,10 @@ def test_postgresql_rollback_mode_keeps_committed_session_state(postgresql, pool
         conn.rollback()
 
 
-def test_mariadb_session_reset_clears_everything(mariadb, pools):
-    pool = pools(mariadb.url + "?charset=utf8mb4", max_size=1, reset="session")
+def test_mariadb_session_reset_clears_everything(any_mariadb, pools):
+    pool = pools(any_mariadb.url + "?charset=utf8mb4", max_size=1, reset="session")
     with pool.connection() as conn:
-        sid = mariadb.session_id(conn)
+        sid = any_mariadb.session_id(conn)
         cur = conn.cursor()
         cur.execute("SET @leftover = 42")
         cur.execute("SET SESSION wait_timeout = 1234")
@@ -69,7 +69,7 @@ def test_mariadb_session_reset_clears_everything(mariadb, pools):
         cur.execute("SELECT GET_LOCK('wsgipool_leftover', 0)")
         conn.commit()
     with pool.connection() as conn:
-        assert mariadb.session_id(conn) == sid
+        assert any_mariadb.session_id(conn) == sid
         assert rows(conn, "SELECT @leftover")[0][0] is None
         assert rows(conn, "SELECT @@SESSION.wait_timeout")[0][0] != 1234
         assert rows(conn, "SELECT IS_USED_LOCK('wsgipool_leftover')")[0][0] is None
@@ -83,11 +83,11 @@ def test_mariadb_session_reset_clears_everything(mariadb, pools):
         conn.rollback()
 
 
-def test_mariadb_session_reset_costs_nothing_when_unused(mariadb, pools):
-    pool = pools(mariadb.url, max_size=1, reset="session")
+def test_mariadb_session_reset_costs_nothing_when_unused(any_mariadb, pools):
+    pool = pools(any_mariadb.url, max_size=1, reset="session")
     with pool.connection():
         pass
-    admin = mariadb.admin()
+    admin = any_mariadb.admin()
     cursor = admin.cursor()
 
     def questions():
@@ -147,3 +147,16 @@ def test_session_reset_needs_a_driver_that_knows_how():
 
     with pytest.raises(ConfigurationError, match="reset='session'"):
         Pool(connect=lambda: sqlite3.connect(":memory:"), reset="session")
+
+
+def test_psycopg3_prepared_statements_survive_a_session_reset(psycopg_postgresql, pools):
+    """psycopg 3 prepares a query after five runs; DISCARD ALL drops it server side, and
+    psycopg must forget it too, or the next run fails with "does not exist"."""
+    pool = pools(psycopg_postgresql.url, max_size=1, reset="session")
+    for run in range(12):
+        with pool.connection() as conn:
+            assert rows(conn, "SELECT %s::int + 1", (run,))[0][0] == run + 1
+            prepared = rows(conn, "SELECT count(*) FROM pg_prepared_statements")[0][0]
+            assert prepared <= 1  # prepared this request at most; DISCARD ALL at return
+    assert pool.stats()["connects"] == 1
+    assert pool.stats()["discards"] == 0

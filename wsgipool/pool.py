@@ -118,6 +118,10 @@ class Pool:
     :param hold_warning: seconds a checkout may hold its connection before one warning
         names the request (checked on return, and while others wait); ``None``: never.
     :param name: a label for logs and stats; defaults to the redacted URL.
+    :param transaction_pooling: the database side pools per transaction (PgBouncer with
+        ``pool_mode = transaction``), so consecutive transactions may run on different
+        server sessions: ``reset="session"`` is refused, and psycopg 3 prepares no
+        statements.
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class Pool:
         reset: Union[str, Callable[[Any], Any]] = "rollback",
         hold_warning: Optional[float] = None,  # seconds
         name: Optional[str] = None,
+        transaction_pooling: bool = False,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
         self.timeout = _CHECKS["timeout"](timeout)
@@ -144,6 +149,15 @@ class Pool:
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
         _CHECKS["reset"](reset)
+        if _CHECKS["transaction_pooling"](transaction_pooling):
+            if reset == "session":
+                raise ConfigurationError(
+                    "reset='session' cannot work with transaction_pooling=True: the reset "
+                    "would run on whichever server session the pooler picks, not on the "
+                    "one the request used; keep session state per transaction (SET LOCAL)"
+                )
+            self._driver.use_transaction_pooling()
+        self.transaction_pooling = transaction_pooling
         if reset == "session" and type(self._driver).reset_session is Driver.reset_session:
             raise ConfigurationError(
                 f"reset='session' is not available for {self._driver.description}; "
@@ -655,6 +669,12 @@ def _reset_mode(value: Any) -> Any:
     )
 
 
+def _flag(option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{option} must be True or False, not {value!r}")
+    return value
+
+
 def _name(value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"name must be a str, not {type(value).__name__}")
@@ -671,6 +691,7 @@ _CHECKS: Dict[str, Callable[[Any], Any]] = {
     "pre_ping": _pre_ping,
     "reset": _reset_mode,
     "name": _name,
+    "transaction_pooling": lambda value: _flag("transaction_pooling", value),
 }
 
 

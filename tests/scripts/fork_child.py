@@ -27,7 +27,7 @@ def session_id(conn, kind):
 
 
 def main(scenario, url):
-    kind = url.split(":", 1)[0]
+    kind = url.split(":", 1)[0].split("+")[0]  # postgresql+psycopg: postgresql
     pool = Pool(url, max_size=2)
     with pool.connection() as conn:
         parent_sid = session_id(conn, kind)

@@ -1,0 +1,245 @@
+"""MariaDB and MySQL drivers: mysqlclient (``mysql://``) and PyMySQL (``mysql+pymysql://``).
+
+Neither module can tell whether a transaction is open: the server's "in transaction"
+flag stays off for a read-only transaction, whose REPEATABLE READ snapshot would
+still carry over to the next request. So each connection comes from a subclass that
+notes when a statement runs; a request that ran none is returned without a word to the
+server, any other is rolled back.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Optional
+
+from .drivers import (
+    BROKEN, CLOSED, DIRTY, IDLE, UNKNOWN, SocketDriver, _blind, _import, _parse_bool, _secrets,
+)
+from .errors import ConfigurationError
+from .urls import DatabaseURL
+
+# Client and server error codes that mean the session is gone: server has gone away,
+# lost connection, server lost, client inactivity timeout, connection killed, shutdown.
+DISCONNECT_CODES = frozenset({2006, 2013, 2055, 4031, 1927, 1053})
+
+# COM_RESET_CONNECTION (MariaDB 10.2+, MySQL 5.7+); PyMySQL has no name for it.
+_COM_RESET_CONNECTION = 0x1F
+
+
+def _tracking(base: type, statement_methods: tuple) -> type:
+    """A subclass of ``base`` that notes whether a statement ran since commit/rollback."""
+
+    def wrap(name: str) -> Callable[..., Any]:
+        original = getattr(base, name)
+
+        def run_statement(self: Any, *args: Any, **kwargs: Any) -> Any:
+            self._wsgipool_dirty = self._wsgipool_used = True
+            return original(self, *args, **kwargs)
+
+        run_statement.__name__ = name
+        return run_statement
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._wsgipool_pid = os.getpid()
+        self._wsgipool_dirty = False  # a statement ran since commit or rollback
+        self._wsgipool_used = False  # a statement ran since the session was reset
+        base.__init__(self, *args, **kwargs)
+        # The constructor's own SET statements open nothing and are part of the setup.
+        self._wsgipool_dirty = self._wsgipool_used = False
+
+    def commit(self: Any) -> None:
+        base.commit(self)
+        self._wsgipool_dirty = False
+
+    def rollback(self: Any) -> None:
+        base.rollback(self)
+        self._wsgipool_dirty = False
+
+    namespace: Dict[str, Any] = {name: wrap(name) for name in statement_methods}
+    namespace.update(__init__=__init__, commit=commit, rollback=rollback,
+                     __module__=__name__, __doc__=_tracking.__doc__)
+    return type(f"Tracked{base.__name__}", (base,), namespace)
+
+
+class _MySQLDriver(SocketDriver):
+    """What both MySQL drivers share: URL options, states, disconnect codes."""
+
+    name = "mysql"
+    paramstyle = "format"
+    # URL query values arrive as text; these are the connect options that are not.
+    _INT_OPTIONS = frozenset(
+        {"connect_timeout", "read_timeout", "write_timeout", "client_flag", "port"}
+    )
+    _BOOL_OPTIONS = frozenset({"autocommit", "compress", "local_infile", "use_unicode"})
+    _STR_OPTIONS = frozenset({
+        "charset", "collation", "unix_socket", "init_command", "sql_mode", "ssl_mode",
+        "auth_plugin", "server_public_key_path", "read_default_file",
+        "read_default_group", "named_pipe", "host", "user", "password", "database",
+    })
+    _module = ""  # the DB-API module, for messages
+
+    def _url_options(self, url: DatabaseURL) -> Dict[str, Any]:
+        options: Dict[str, Any] = dict(
+            host=url.host, port=url.port, user=url.username,
+            password=url.password, database=url.path.lstrip("/") or None,
+        )
+        options = {k: v for k, v in options.items() if v is not None}
+        for key, value in url.query.items():
+            options[key] = self._coerce(key, value, url)
+        return options
+
+    def _coerce(self, key: str, value: str, url: DatabaseURL) -> Any:
+        if key in self._INT_OPTIONS:
+            if not value.isdigit():
+                raise ConfigurationError(
+                    f"{key} must be a whole number, not {value!r}, in {url.redacted!r}"
+                )
+            return int(value)
+        if key in self._BOOL_OPTIONS:
+            return _parse_bool(key, value, url)
+        if key in self._STR_OPTIONS:
+            return value
+        known = ", ".join(sorted(self._INT_OPTIONS | self._BOOL_OPTIONS | self._STR_OPTIONS))
+        raise ConfigurationError(
+            f"unknown {self._module} option {key!r} in {url.redacted!r}; known: {known}"
+        )
+
+    def bound_connect_time(self, seconds: int) -> None:
+        self._options.setdefault("connect_timeout", seconds)
+
+    def state(self, conn: Any) -> int:
+        if not conn.open:
+            return CLOSED
+        dirty = getattr(conn, "_wsgipool_dirty", None)
+        if dirty is None:  # a plain connection, from connect=: it cannot tell
+            return UNKNOWN
+        if dirty and conn.get_autocommit():  # autocommit: open only after an explicit BEGIN
+            return UNKNOWN
+        return DIRTY if dirty else IDLE
+
+    def _code(self, exc: BaseException) -> Optional[int]:
+        if isinstance(exc, self._operational_error) and exc.args:
+            return exc.args[0]
+        return None
+
+    def _restore_setup(self, conn: Any, charset: str, autocommit: bool) -> None:
+        """After a session reset, set up again what the driver set up at connect."""
+        conn.set_character_set(charset)
+        conn.autocommit(autocommit)
+        if "sql_mode" in self._options:
+            conn.query(f"SET SESSION sql_mode='{self._options['sql_mode']}'")
+        if "init_command" in self._options:
+            conn.query(self._options["init_command"])
+        conn._wsgipool_used = conn._wsgipool_dirty = False
+
+
+class MySQLdbDriver(_MySQLDriver):
+    """MariaDB and MySQL through mysqlclient (``MySQLdb``).
+
+    A tracked connection finalized in a process other than its opener (after ``fork()``)
+    first blinds its socket, so the ``COM_QUIT`` mysqlclient sends cannot end the
+    parent's session.
+    """
+
+    _module = "mysqlclient"
+
+    def __init__(self, url: DatabaseURL, connect: Optional[Callable[[], Any]] = None) -> None:
+        _import("MySQLdb", "mysql", url)
+        options = self._url_options(url)
+        tracked = tracked_mysql_connection_class()
+        super().__init__(connect or (lambda: tracked(**options)), url.redacted)
+        self.secrets = _secrets(url)
+        self._options = options
+        import MySQLdb
+
+        self._operational_error = MySQLdb.OperationalError
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        if not conn.open:  # closed by the handler: MySQLdb then raises 2006 too
+            return False
+        return self._code(exc) in DISCONNECT_CODES
+
+    def ping(self, conn: Any) -> None:
+        conn.ping()  # COM_PING: a round trip that opens no transaction
+
+    def reset_session(self, conn: Any) -> None:
+        # mysqlclient has no mysql_reset_connection(); COM_CHANGE_USER to the same user
+        # clears the same state (variables, temporary tables, prepared statements,
+        # GET_LOCK locks), and costs nothing when no statement ran since the last reset.
+        if not getattr(conn, "_wsgipool_used", True):
+            return
+        if "user" not in self._options:
+            raise NotImplementedError("reset='session' on MariaDB needs the user in the URL")
+        charset, autocommit = conn.character_set_name(), conn.get_autocommit()
+        conn.change_user(self._options["user"], self._options.get("password", ""),
+                         self._options.get("database"))
+        self._restore_setup(conn, charset, autocommit)
+
+
+_TRACKED_MYSQLDB = None
+
+
+def tracked_mysql_connection_class() -> type:
+    """The ``MySQLdb`` connection subclass that tracks statements and its opener's pid."""
+    global _TRACKED_MYSQLDB
+    if _TRACKED_MYSQLDB is None:
+        from MySQLdb.connections import Connection
+
+        def __del__(self: Any) -> None:
+            if self._wsgipool_pid != os.getpid() and self.open:
+                _blind(self.fileno())
+
+        tracked = _tracking(Connection, ("query", "send_query"))
+        tracked.__del__ = __del__
+        _TRACKED_MYSQLDB = tracked
+    return _TRACKED_MYSQLDB
+
+
+class PyMySQLDriver(_MySQLDriver):
+    """MariaDB and MySQL through PyMySQL (``mysql+pymysql://``), pure Python.
+
+    PyMySQL's finalizer closes the socket without ``COM_QUIT``, so a forked child that
+    drops its parent's connections says nothing; only an explicit ``close()`` would, and
+    the fork hook blinds the socket first.
+    """
+
+    _module = "PyMySQL"
+    _TRACKED = None
+
+    def __init__(self, url: DatabaseURL, connect: Optional[Callable[[], Any]] = None) -> None:
+        pymysql = _import("pymysql", "pymysql", url)
+        options = self._url_options(url)
+        if PyMySQLDriver._TRACKED is None:
+            PyMySQLDriver._TRACKED = _tracking(pymysql.connections.Connection, ("query",))
+        tracked = PyMySQLDriver._TRACKED
+        super().__init__(connect or (lambda: tracked(**options)), url.redacted)
+        self.secrets = _secrets(url)
+        self._options = options
+        self._operational_error = pymysql.OperationalError
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        # A handler's close() makes PyMySQL raise InterfaceError, never these codes.
+        return self._code(exc) in DISCONNECT_CODES
+
+    def state(self, conn: Any) -> int:
+        if not conn.open and not conn._closed:  # PyMySQL dropped the socket: lost
+            return BROKEN
+        return super().state(conn)
+
+    def ping(self, conn: Any) -> None:
+        conn.ping(reconnect=False)  # COM_PING; never silently a new session
+
+    def reset_session(self, conn: Any) -> None:
+        # COM_RESET_CONNECTION clears variables, temporary tables, prepared statements
+        # and GET_LOCK locks, and sets session variables back to the server's defaults.
+        if not getattr(conn, "_wsgipool_used", True):
+            return
+        charset, autocommit = conn.charset, conn.autocommit_mode
+        conn._execute_command(_COM_RESET_CONNECTION, b"")
+        conn._read_ok_packet()
+        self._restore_setup(conn, charset, bool(autocommit))
+
+    def detach(self, conn: Any) -> None:
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            _blind(sock.fileno())

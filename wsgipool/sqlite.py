@@ -1,0 +1,85 @@
+"""SQLite through the standard library's ``sqlite3``: a file, no server, nothing to install."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any, Callable, Dict, Optional
+
+from .drivers import CLOSED, DIRTY, IDLE, _FOREIGN, Driver, _parse_bool
+from .errors import ConfigurationError
+from .urls import DatabaseURL
+
+
+class SQLiteDriver(Driver):
+    """SQLite through the standard library: a file, no server, ``in_transaction`` is local."""
+
+    name = "sqlite"
+    paramstyle = "qmark"
+    # sqlite3.connect's keyword options, with the type a URL's text becomes.
+    _OPTIONS = {
+        "timeout": float, "detect_types": int, "isolation_level": str,
+        "cached_statements": int, "uri": bool,
+    }
+
+    def __init__(self, url: DatabaseURL, connect: Optional[Callable[[], Any]] = None) -> None:
+        if url.host or url.username or url.port:
+            raise ConfigurationError(
+                f"a SQLite URL has no host: use sqlite:///relative.db or "
+                f"sqlite:////absolute/path.db, not {url.redacted!r}"
+            )
+        path = url.path[1:] if url.path.startswith("/") else url.path
+        # Resolve now: a later chdir (gunicorn --chdir, a daemon) must not move the file.
+        database = path if path in ("", ":memory:") else os.path.abspath(path)
+        options: Dict[str, Any] = {"check_same_thread": False}  # requests move between threads
+        for key, value in url.query.items():
+            options[key] = self._coerce(key, value, url)
+        if options.get("isolation_level", "") == "None":
+            options["isolation_level"] = None
+        target = database or ":memory:"
+        self.database = target
+        super().__init__(connect or (lambda: sqlite3.connect(target, **options)), url.redacted)
+
+    def _coerce(self, key: str, value: str, url: DatabaseURL) -> Any:
+        kind = self._OPTIONS.get(key)
+        if kind is None:
+            known = ", ".join(sorted(self._OPTIONS))
+            raise ConfigurationError(
+                f"unknown sqlite3 option {key!r} in {url.redacted!r}; known: {known}"
+            )
+        if kind is bool:
+            return _parse_bool(key, value, url)
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"{key} must be a {kind.__name__}, not {value!r}, in {url.redacted!r}"
+            ) from None
+
+    def state(self, conn: Any) -> int:
+        try:
+            return DIRTY if conn.in_transaction else IDLE
+        except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+            return CLOSED
+
+    def ping(self, conn: Any) -> None:
+        conn.execute("SELECT 1").fetchall()
+
+    def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
+        return False  # a file has no session to lose
+
+    def reset_session(self, conn: Any) -> None:
+        # A SQLite connection's session state is its temporary schema (and PRAGMAs,
+        # which this does not undo): drop every temporary table, view and trigger.
+        temporary = conn.execute(
+            "SELECT type, name FROM sqlite_temp_master WHERE type IN ('table', 'view', 'trigger')"
+        ).fetchall()
+        for kind, name in temporary:
+            conn.execute(f'DROP {kind.upper()} IF EXISTS temp."{name}"')
+        if conn.in_transaction:
+            conn.commit()
+
+    def detach(self, conn: Any) -> None:
+        # Closing a parent's SQLite handle in a child can checkpoint or delete the WAL
+        # under the parent: keep it referenced and unused instead.
+        _FOREIGN.append(conn)
