@@ -16,6 +16,7 @@ from .errors import (
 )
 from .middleware import PoolMiddleware
 from .pool import Pool
+from .request import connection
 from .settings import configure
 from .urls import redact_url
 
@@ -32,5 +33,6 @@ __all__ = [
     "PoolTimeout",
     "__version__",
     "configure",
+    "connection",
     "redact_url",
 ]

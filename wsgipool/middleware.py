@@ -19,12 +19,15 @@ from __future__ import annotations
 import logging
 import sys
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Union
+from typing import (
+    TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union,
+)
 
-from .errors import ConnectError, PoolClosed, PoolTimeout
+from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .pool import Pool, PooledConnection
 from .exporters import StatsApp
-from .settings import pool_from_settings
+from .request import CONNECTIONS_KEY, DEFAULT, LazyConnection, RequestConnections
+from .settings import configured_databases, pool_from_settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -50,6 +53,12 @@ class PoolMiddleware:
     :param transaction: commit when the app succeeded (no exception, status below 400)
         and roll back otherwise; the commit runs once the body is produced, before its
         last chunk reaches the server, so a failed commit is never sent as a success.
+    :param databases: more databases, by name: ``{"reports": url_or_pool}``. A request
+        reaches them through ``environ["wsgipool.connections"]["reports"]`` (or
+        :func:`wsgipool.connection`), which checks a connection out on first use. A URL
+        here gets the same pool options as the middleware's own pool.
+    :param lazy: check the default connection out only when the app first uses
+        ``environ["db.conn"]``, so requests that never touch the database take none.
     :param pool_options: keyword options for :class:`~wsgipool.Pool` (``max_size``,
         ``timeout``...), when the middleware builds the pool.
     """
@@ -64,6 +73,8 @@ class PoolMiddleware:
         server_timing: bool = False,
         stats_path: Optional[str] = None,
         transaction: bool = False,
+        databases: Optional[Mapping[str, Union[str, Pool]]] = None,
+        lazy: bool = False,
         **pool_options: Any,
     ) -> None:
         if not callable(app):
@@ -85,7 +96,8 @@ class PoolMiddleware:
             raise TypeError(
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
             )
-        for option, value in (("server_timing", server_timing), ("transaction", transaction)):
+        for option, value in (("server_timing", server_timing), ("transaction", transaction),
+                              ("lazy", lazy)):
             if not isinstance(value, bool):
                 raise TypeError(f"{option} must be True or False, not {value!r}")
         if stats_path is not None and (not isinstance(stats_path, str)
@@ -96,7 +108,14 @@ class PoolMiddleware:
         self.server_timing = server_timing
         self.transaction = transaction
         self.stats_path = stats_path
-        self._stats_app = StatsApp(self.pool) if stats_path else None
+        self.lazy = lazy
+        named_options = pool_options
+        if databases is None and url_or_pool is None:
+            databases, named_options = configured_databases(pool_options)
+        self.pools = {DEFAULT: self.pool, **_named_pools(databases, named_options)}
+        # Named pools or lazy checkout: each request gets a RequestConnections.
+        self._per_request = lazy or len(self.pools) > 1
+        self._stats_app = StatsApp(list(self.pools.values())) if stats_path else None
         self._unavailable_headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(_UNAVAILABLE_BODY))),
@@ -110,6 +129,8 @@ class PoolMiddleware:
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         if self._stats_app is not None and environ.get("PATH_INFO") == self.stats_path:
             return self._stats_app(environ, start_response)
+        if self._per_request:
+            return self._call_with_connections(environ, start_response)
         pool = self.pool
         try:
             entry = pool.checkout()
@@ -120,9 +141,9 @@ class PoolMiddleware:
         environ[self.environ_key] = entry.conn
         environ[POOL_KEY] = pool
         waited = entry.waited
-        environ["wsgipool.wait_ms"] = wait_ms = "%.3f" % (waited * 1e3) if waited else "0.000"
+        environ["wsgipool.wait_ms"] = "%.3f" % (waited * 1e3) if waited else "0.000"
         if self.server_timing:
-            start_response = _with_server_timing(start_response, wait_ms)
+            start_response = _with_server_timing(start_response, environ)
         if self.transaction:
             status: List[str] = []
             start_response = _noting_status(start_response, status)
@@ -145,6 +166,44 @@ class PoolMiddleware:
             return TransactionIterable(result, pool, entry, clock, status)
         return ClosingIterable(result, pool, entry, clock)
 
+    def _call_with_connections(self, environ: "WSGIEnvironment",
+                               start_response: "StartResponse") -> Iterable[bytes]:
+        """``__call__`` with named pools or lazy checkout: connections taken on first use."""
+        clock = environ["wsgipool.hold_ms"] = HoldClock()
+        connections = environ[CONNECTIONS_KEY] = RequestConnections(self.pools, environ, clock)
+        environ[POOL_KEY] = self.pool
+        environ["wsgipool.wait_ms"] = "0.000"
+        if self.lazy:
+            environ[self.environ_key] = LazyConnection(connections)
+        else:
+            try:
+                environ[self.environ_key] = connections[DEFAULT]
+            except _UNAVAILABLE as exc:
+                return self._unavailable(environ, start_response, exc)
+        if self.server_timing:
+            start_response = _with_server_timing(start_response, environ)
+        if self.transaction:
+            status: List[str] = []
+            start_response = _noting_status(start_response, status)
+        try:
+            result = self.app(environ, start_response)
+        except _UNAVAILABLE as exc:  # a first use found no connection to be had
+            connections.release()
+            return self._unavailable(environ, start_response, exc, sys.exc_info())
+        except Exception as exc:
+            lost = connections.is_disconnect(exc)
+            connections.release()
+            if not lost:
+                raise
+            why = f"the database connection was lost ({type(exc).__name__})"
+            return self._unavailable(environ, start_response, why, sys.exc_info())
+        except BaseException:
+            connections.release()
+            raise
+        if self.transaction:
+            return TransactionIterable(result, connections, connections, clock, status)
+        return ClosingIterable(result, connections, connections, clock)
+
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
         log.warning("answered 503 to %s: %s", _request_line(environ), why)
@@ -154,6 +213,33 @@ class PoolMiddleware:
             start_response("503 Service Unavailable", list(self._unavailable_headers),
                            exc_info)
         return [_UNAVAILABLE_BODY]
+
+
+# What a checkout raises when no connection can be had: the client gets a 503.
+_UNAVAILABLE = (PoolTimeout, ConnectError, PoolClosed)
+
+
+def _named_pools(databases: Optional[Mapping[str, Union[str, Pool]]],
+                 pool_options: Dict[str, Any]) -> Dict[str, Pool]:
+    if databases is None:
+        return {}
+    if not isinstance(databases, Mapping):
+        raise TypeError(f"databases must be a mapping of name to URL or Pool, "
+                        f"not {type(databases).__name__}")
+    pools = {}
+    for name, url_or_pool in databases.items():
+        if not isinstance(name, str) or not name or name == DEFAULT:
+            raise ConfigurationError(
+                f"database names must be non-empty str other than {DEFAULT!r} (the "
+                f"middleware's own pool), not {name!r}")
+        if isinstance(url_or_pool, Pool):
+            pools[name] = url_or_pool
+        elif isinstance(url_or_pool, str):
+            pools[name] = Pool(url_or_pool, **{"name": name, **pool_options})
+        else:
+            raise TypeError(f"databases[{name!r}] must be a URL str or a Pool, "
+                            f"not {type(url_or_pool).__name__}")
+    return pools
 
 
 def _request_line(environ: "WSGIEnvironment") -> str:
@@ -171,9 +257,12 @@ def _noting_status(start_response: "StartResponse", noted: List[str]) -> "StartR
     return noting_start_response
 
 
-def _with_server_timing(start_response: "StartResponse", wait_ms: str) -> "StartResponse":
+def _with_server_timing(start_response: "StartResponse",
+                        environ: "WSGIEnvironment") -> "StartResponse":
     def timed_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-        headers = [*headers, ("Server-Timing", f"db-wait;dur={wait_ms}")]  # not the app's list
+        # Read now: a lazy checkout may have waited since the request began.
+        timing = "db-wait;dur=" + environ.get("wsgipool.wait_ms", "0.000")
+        headers = [*headers, ("Server-Timing", timing)]  # not the app's list
         if exc_info is None:  # PEP 3333: pass exc_info on only when given
             return start_response(status, headers)
         return start_response(status, headers, exc_info)
@@ -191,16 +280,23 @@ class HoldClock:
 
     __slots__ = ("_since", "_held")
 
-    def __init__(self, since: float) -> None:
-        self._since = since
+    def __init__(self, since: Optional[float] = None) -> None:
+        self._since = since  # None: no connection taken yet (lazy checkout)
         self._held: Optional[float] = None
+
+    def start(self, since: float) -> None:
+        if self._since is None:
+            self._since = since
 
     def stop(self) -> None:
         if self._held is None:
-            self._held = monotonic() - self._since
+            self._held = 0.0 if self._since is None else monotonic() - self._since
 
     def __str__(self) -> str:
-        held = monotonic() - self._since if self._held is None else self._held
+        if self._held is None:
+            held = 0.0 if self._since is None else monotonic() - self._since
+        else:
+            held = self._held
         return "%.3f" % (held * 1e3)
 
     __repr__ = __str__
@@ -296,15 +392,21 @@ class TransactionIterable(ClosingIterable):
             return
         self._finished = True
         succeeded = bool(self._status) and self._status[0][:1] in "123"
-        if succeeded:
-            entry.conn.commit()
-        else:
-            entry.conn.rollback()
+        _end_transaction(entry, succeeded)
 
     def _end(self, entry: PooledConnection) -> None:
         if not self._finished:
             try:  # the body failed or was abandoned: undo the request's work quietly
-                entry.conn.rollback()
+                _end_transaction(entry, commit=False)
             except Exception:  # broken: the return discards it
                 pass
         self._pool.checkin(entry)
+
+
+def _end_transaction(entry: Union[PooledConnection, RequestConnections], commit: bool) -> None:
+    if isinstance(entry, RequestConnections):  # every connection the request took
+        entry.finish_transactions(commit)
+    elif commit:
+        entry.conn.commit()
+    else:
+        entry.conn.rollback()

@@ -8,7 +8,7 @@ twelve-factor fallback. The app module then needs no URL of its own.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigurationError
 from .pool import Pool, check_options
@@ -19,9 +19,12 @@ ENV_VAR = "DATABASE_URL"
 _configured: Optional[Dict[str, Any]] = None
 
 
-def configure(url: Optional[str] = None, **pool_options: Any) -> None:
+def configure(url: Optional[str] = None, *,
+              databases: Optional[Mapping[str, Union[str, Pool]]] = None,
+              **pool_options: Any) -> None:
     """Record the database URL and :class:`~wsgipool.Pool` options for ``PoolMiddleware(app)``.
 
+    ``databases`` names more databases, as ``PoolMiddleware(databases=...)`` does.
     Calling it again replaces the settings (a gunicorn reload re-runs its config file).
     The options are checked at once, without connecting, so a typo fails at startup.
     """
@@ -29,7 +32,19 @@ def configure(url: Optional[str] = None, **pool_options: Any) -> None:
     if url is not None and not isinstance(url, str):
         raise TypeError(f"url must be a str or None, not {type(url).__name__}")
     check_options(url or getenv(ENV_VAR) or "sqlite://", pool_options)
-    _configured = {"url": url, "options": dict(pool_options)}
+    for other in (databases or {}).values():
+        if isinstance(other, str):
+            check_options(other, pool_options)
+    _configured = {"url": url, "options": dict(pool_options),
+                   "databases": dict(databases) if databases else None}
+
+
+def configured_databases(options: Dict[str, Any]) -> tuple:
+    """The named databases :func:`configure` recorded (or ``None``), and the pool options
+    for them: configure's, overridden by ``options``."""
+    if _configured is None:
+        return None, options
+    return _configured["databases"], {**_configured["options"], **options}
 
 
 def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Pool:
