@@ -79,3 +79,87 @@ def getenv(name: str) -> Optional[str]:
         raw = libc_getenv(name.encode())
         value = raw.decode() if raw is not None else None
     return value
+
+
+# -- options written as text (PasteDeploy ini files, server config files) ------------
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ValueError("must be true or false")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+
+
+def _optional_seconds(text: str) -> Optional[float]:
+    return None if text.strip().lower() in ("none", "never", "") else _float(text)
+
+
+def _bool_or_seconds(text: str) -> Union[bool, float]:
+    try:
+        return _bool(text)
+    except ValueError:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError("must be true, false or a number of seconds") from None
+
+
+def _reset(text: str) -> Any:
+    text = text.strip()
+    if ":" not in text:
+        return text  # "rollback" or "session"; Pool checks
+    import importlib
+
+    module, _, attribute = text.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"names no callable ({exc})") from None
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+# How each option's text becomes its value; Pool and PoolMiddleware then check it.
+TEXT_OPTIONS: Dict[str, Any] = {
+    "max_size": _int, "timeout": _float, "max_lifetime": _optional_seconds,
+    "max_idle": _optional_seconds, "hold_warning": _optional_seconds,
+    "pre_ping": _bool_or_seconds, "reset": _reset, "name": _text,
+    "transaction_pooling": _bool,
+    "environ_key": _text, "retry_after": _int, "server_timing": _bool,
+    "stats_path": _text, "transaction": _bool, "lazy": _bool,
+}
+
+
+def options_from_text(settings: Mapping[str, str], where: str) -> Dict[str, Any]:
+    """Turn ``{"max_size": "8", "pre_ping": "true"}`` into typed options, naming
+    ``where`` (the config section) and the option in every error."""
+    options: Dict[str, Any] = {}
+    for key, text in settings.items():
+        convert = TEXT_OPTIONS.get(key)
+        if convert is None:
+            known = ", ".join(["url", "database.<name>", *sorted(TEXT_OPTIONS)])
+            raise ConfigurationError(f"unknown option {key!r} in {where}; known: {known}")
+        try:
+            options[key] = convert(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{key} = {text!r} in {where}: {exc}") from None
+    return options
