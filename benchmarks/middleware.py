@@ -86,13 +86,16 @@ def run(quick: bool = False) -> Section:
     ours = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4)
     # minconn=4: psycopg2's pool closes a returned connection when minconn are idle.
     theirs = psycopg2.pool.ThreadedConnectionPool(4, 4, **connect_args("postgresql"))
+    lazy = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4, lazy=True)
     hand = "hand-written: psycopg2 pool + closing iterable"
+    lazy_name = "PoolMiddleware(lazy=True), database untouched"
     loops = {"bare app": server(bare_app), "PoolMiddleware": server(ours),
-             hand: server(hand_written(bare_app, theirs))}
+             hand: server(hand_written(bare_app, theirs)), lazy_name: server(lazy)}
     for loop in loops.values():
         loop(200)  # warm up
     results = interleaved({name: per_op(loop, n) for name, loop in loops.items()}, rounds)
     ours.pool.close()
+    lazy.pool.close()
     theirs.closeall()
     bare = results["bare app"]
     added = {name: [t - b for t, b in zip(figures, bare)]

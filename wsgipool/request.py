@@ -106,7 +106,11 @@ class RequestConnections:
     def release(self) -> None:
         """Give every connection back, the last taken first; the next one even if one fails."""
         self._done = True
-        entries, self._entries = self._entries, {}
+        entries = self._entries
+        if not entries:  # lazy, and never used: the common case for such requests
+            self._clock.stop()
+            return
+        self._entries = {}
         error: Optional[BaseException] = None
         for name, entry in reversed(list(entries.items())):
             try:
