@@ -1,11 +1,11 @@
 """wsgipool against its peers, on the real servers; the report goes to benchmarks/results/latest.md.
 
-    python -m benchmarks [--quick] [--only cycle,middleware,contention,e2e]
+    python -m benchmarks [--quick] [--only cycle,middleware,contention,e2e,servers]
     python benchmarks/run.py ...
 
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
-and wrk). The report starts with the machine and versions, then every target of the
+and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi). The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
 
@@ -19,10 +19,10 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, contention, cycle, e2e, middleware  # noqa: E402
+from benchmarks import common, contention, cycle, e2e, middleware, servers  # noqa: E402
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run}
+            "e2e": e2e.run, "servers": servers.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -59,6 +59,8 @@ def main(argv=None) -> None:
         if name == "e2e":
             section = e2e.run(args.quick, rounds=args.e2e_rounds, seconds=args.e2e_seconds,
                               keep_alive=args.e2e_keep_alive)
+        elif name == "servers":
+            section = servers.run(args.quick, keep_alive=args.e2e_keep_alive)
         else:
             section = SECTIONS[name](quick=args.quick)
         print(f"  {name}: {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
