@@ -24,7 +24,7 @@ from typing import (
 )
 
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
-from .pool import Pool, PooledConnection
+from .pool import Pool, PooledConnection, request_line
 from .exporters import StatsApp
 from .request import CONNECTIONS_KEY, DEFAULT, LazyConnection, RequestConnections
 from .settings import configured_databases, pool_from_settings
@@ -206,7 +206,7 @@ class PoolMiddleware:
 
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
-        log.warning("answered 503 to %s: %s", _request_line(environ), why)
+        log.warning("answered 503 to %s: %s", request_line(environ), why)
         if exc_info is None:
             start_response("503 Service Unavailable", list(self._unavailable_headers))
         else:
@@ -240,11 +240,6 @@ def _named_pools(databases: Optional[Mapping[str, Union[str, Pool]]],
             raise TypeError(f"databases[{name!r}] must be a URL str or a Pool, "
                             f"not {type(url_or_pool).__name__}")
     return pools
-
-
-def _request_line(environ: "WSGIEnvironment") -> str:
-    return "%s %s" % (environ.get("REQUEST_METHOD", "?"),
-                      environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
 
 
 def _noting_status(start_response: "StartResponse", noted: List[str]) -> "StartResponse":

@@ -266,14 +266,15 @@ class Pool:
             self._lock.release()
             return _ROOM
         started = monotonic()
-        if self.hold_warning is not None:
-            self._warn_long_holders(started)
+        held_long = self._long_holders(started) if self.hold_warning is not None else ()
         waiter = _Waiter()
         self._waiters.append(waiter)
         stats = self._stats
         if len(self._waiters) > stats.peak_waiting:
             stats.peak_waiting = len(self._waiters)
         self._lock.release()
+        for entry, request in held_long:  # logged outside the lock: handlers may block
+            self._log_held(entry, started, request)
         try:
             got = waiter.ready.acquire(timeout=max(0.0, deadline - started))
         except BaseException:  # interrupted (gevent.Timeout, KeyboardInterrupt...)
@@ -313,19 +314,27 @@ class Pool:
                 else:
                     self._idle.append(outcome)
 
-    def _warn_long_holders(self, now: float) -> None:
-        """With the lock held, all connections busy: name the requests holding one too long."""
+    def _long_holders(self, now: float) -> List[Any]:
+        """With the lock held, all connections busy: the checkouts held too long, not yet
+        warned about, each with its request (read now: it changes when returned)."""
         idle = set(self._idle)
+        found = []
         for entry in self._all:
-            if entry not in idle and now - entry.checked_out > self.hold_warning:
-                self._warn_held(entry, now)
+            if (entry not in idle and now - entry.checked_out > self.hold_warning
+                    and entry.warned_for != entry.checked_out):  # once per checkout
+                entry.warned_for = entry.checked_out
+                found.append((entry, entry.request))
+        return found
 
     def _warn_held(self, entry: PooledConnection, now: float) -> None:
         if entry.warned_for != entry.checked_out:  # once per checkout
             entry.warned_for = entry.checked_out
-            log.warning("a connection to %s has been held for %.1f s (hold_warning=%.1f s)%s",
-                        self.name, now - entry.checked_out, self.hold_warning,
-                        _describe_request(entry.request))
+            self._log_held(entry, now, entry.request)
+
+    def _log_held(self, entry: PooledConnection, now: float, request: Any) -> None:
+        log.warning("a connection to %s has been held for %.1f s (hold_warning=%.1f s)%s",
+                    self.name, now - entry.checked_out, self.hold_warning,
+                    _describe_request(request))
 
     def _still_good(self, entry: PooledConnection, now: float) -> bool:
         """Discard a connection just taken from the pool if it is stale or dead."""
@@ -621,11 +630,14 @@ class _Lease:
             self._pool.checkin(entry)
 
 
+def request_line(environ: Dict[str, Any]) -> str:
+    """``GET /script/path``: how logs name a request, never with its query string."""
+    return "%s %s" % (environ.get("REQUEST_METHOD", "?"),
+                      environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+
+
 def _describe_request(environ: Optional[Dict[str, Any]]) -> str:
-    if not environ:
-        return ""
-    return ", request %s %s" % (environ.get("REQUEST_METHOD", "?"),
-                                environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    return ", request " + request_line(environ) if environ else ""
 
 
 # -- option validation ----------------------------------------------------------------

@@ -6,13 +6,17 @@ import os
 import sqlite3
 from typing import Any, Callable, Dict, Optional
 
-from .drivers import CLOSED, DIRTY, IDLE, _FOREIGN, Driver, _parse_bool
+from .drivers import CLOSED, DIRTY, IDLE, Driver, _parse_bool
 from .errors import ConfigurationError
 from .urls import DatabaseURL
 
 
 class SQLiteDriver(Driver):
-    """SQLite through the standard library: a file, no server, ``in_transaction`` is local."""
+    """SQLite through the standard library: a file, no server, ``in_transaction`` is local.
+
+    After ``fork()`` the generic ``detach`` keeps the parent's handles referenced and
+    unused: closing one in a child can checkpoint or delete the WAL under the parent.
+    """
 
     name = "sqlite"
     paramstyle = "qmark"
@@ -78,8 +82,3 @@ class SQLiteDriver(Driver):
             conn.execute(f'DROP {kind.upper()} IF EXISTS temp."{name}"')
         if conn.in_transaction:
             conn.commit()
-
-    def detach(self, conn: Any) -> None:
-        # Closing a parent's SQLite handle in a child can checkpoint or delete the WAL
-        # under the parent: keep it referenced and unused instead.
-        _FOREIGN.append(conn)
