@@ -771,3 +771,34 @@ def test_connect_failure_backs_off_then_retries(url, pools):
     assert 0.1 < next_in <= 0.2  # doubled
     stats = pool.stats()
     assert (stats["connect_errors"], stats["size"], stats["in_use"]) == (2, 0, 0)
+
+
+def test_waiter_handed_a_dead_connection_keeps_its_place(postgresql, pools):
+    """B waits first, then C. A returns a connection whose session was killed: B finds
+    it dead (pre_ping) and opens a new one in its room, still served before C."""
+    pool = pools(postgresql.url, max_size=1, pre_ping=True, timeout=10)
+    held = pool.checkout()
+    victim = postgresql.session_id(held.conn)
+    held.conn.rollback()
+    served = []
+
+    def wait_then_note(name):
+        with pool.connection() as conn:
+            served.append((name, postgresql.session_id(conn)))
+            conn.rollback()
+            time.sleep(0.05)
+
+    threads = {}
+    for name, waiting in (("B", 1), ("C", 2)):
+        threads[name] = threading.Thread(target=wait_then_note, args=(name,))
+        threads[name].start()
+        wait_until(lambda: pool.stats()["waiting"] == waiting)
+    postgresql.kill(victim)
+    wait_until(lambda: postgresql.live_sessions([victim]) == set())
+    pool.checkin(held)
+    for thread in threads.values():
+        thread.join(10)
+    assert [name for name, _ in served] == ["B", "C"]
+    assert victim not in {sid for _, sid in served}
+    stats = pool.stats()
+    assert stats["discard_reasons"]["broken"] == 1 and stats["in_use"] == 0

@@ -221,32 +221,32 @@ class Pool:
             self._adopt_process()
         if self._leaked:
             self._reap_leaked()
-        deadline: Optional[float] = None
-        while True:
-            lock = self._lock
-            lock.acquire()
-            idle = self._idle
-            if idle:  # the hot path: reuse the most recently returned connection
-                entry = idle.pop()
-                stats = self._stats
-                stats.checkouts += 1
-                in_use = self._size - len(idle)
-                if in_use > stats.peak_in_use:
-                    stats.peak_in_use = in_use
-                lock.release()
-                now = entry.checked_out = monotonic()
-                entry.waited = 0.0
-                if (now < entry.expires and not self.pre_ping
-                        and (self.max_idle is None or now - entry.returned <= self.max_idle)):
-                    return entry
-            else:
-                if deadline is None:
-                    deadline = monotonic() + (self.timeout if timeout is None else timeout)
-                entry = self._reserve_or_wait(deadline)  # releases the lock
-                if entry is _ROOM:
-                    return self._open()
-            if self._still_good(entry, entry.checked_out):
+        lock = self._lock
+        lock.acquire()
+        idle = self._idle
+        if idle:  # the hot path: reuse the most recently returned connection
+            entry = idle.pop()
+            stats = self._stats
+            stats.checkouts += 1
+            in_use = self._size - len(idle)
+            if in_use > stats.peak_in_use:
+                stats.peak_in_use = in_use
+            lock.release()
+            now = entry.checked_out = monotonic()
+            entry.waited = 0.0
+            if (now < entry.expires and not self.pre_ping
+                    and (self.max_idle is None or now - entry.returned <= self.max_idle)):
                 return entry
+        else:
+            deadline = monotonic() + (self.timeout if timeout is None else timeout)
+            entry = self._reserve_or_wait(deadline)  # releases the lock
+            if entry is _ROOM:
+                return self._open()
+        if self._still_good(entry, entry.checked_out):
+            return entry
+        # Stale or dead: its room is still ours, so a waiter handed it keeps its place
+        # instead of queueing again behind everyone.
+        return self._open()
 
     def _count_checkout(self) -> None:
         """With the lock held: a connection is handed to a caller."""
@@ -337,7 +337,8 @@ class Pool:
                     _describe_request(request))
 
     def _still_good(self, entry: PooledConnection, now: float) -> bool:
-        """Discard a connection just taken from the pool if it is stale or dead."""
+        """Discard a connection just taken from the pool if it is stale or dead; its room
+        stays reserved for the caller."""
         idle_for = now - entry.returned
         if self.max_idle is not None and idle_for > self.max_idle:
             self._discard(entry, "idle", checking_out=True)
@@ -516,7 +517,8 @@ class Pool:
         """Close a connection for good and free its room.
 
         ``returning``: it ends a checkout (counted as a return); ``checking_out``: it was
-        about to be handed out (the checkout is taken back).
+        about to be handed out (the checkout is taken back, and the caller keeps the room
+        to open another).
         """
         level = logging.INFO if reason in _ROUTINE else logging.WARNING
         if log.isEnabledFor(level):
@@ -539,7 +541,8 @@ class Pool:
                 stats.hold.add(now - entry.checked_out)
             if checking_out:
                 stats.checkouts -= 1
-            self._free_room()
+            else:
+                self._free_room()
 
     # -- whole pool ---------------------------------------------------------------------
 
