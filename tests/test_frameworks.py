@@ -1,7 +1,6 @@
 """PasteDeploy, WebOb and Pyramid, and the README's snippets for them, run for real."""
 
 import json
-import os
 from wsgiref.validate import validator
 
 import pytest
