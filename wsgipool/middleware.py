@@ -116,6 +116,7 @@ class PoolMiddleware:
         # Named pools or lazy checkout: each request gets a RequestConnections.
         self._per_request = lazy or len(self.pools) > 1
         self._stats_app = StatsApp(list(self.pools.values())) if stats_path else None
+        self._wraps_start_response = server_timing or transaction
         self._unavailable_headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(_UNAVAILABLE_BODY))),
@@ -142,11 +143,9 @@ class PoolMiddleware:
         environ[POOL_KEY] = pool
         waited = entry.waited
         environ["wsgipool.wait_ms"] = "%.3f" % (waited * 1e3) if waited else "0.000"
-        if self.server_timing:
-            start_response = _with_server_timing(start_response, environ)
-        if self.transaction:
-            status: List[str] = []
-            start_response = _noting_status(start_response, status)
+        status: Optional[List[str]] = None
+        if self._wraps_start_response:
+            start_response, status = self._wrap_start_response(start_response, environ)
         try:
             result = self.app(environ, start_response)
         except Exception as exc:
@@ -180,11 +179,9 @@ class PoolMiddleware:
                 environ[self.environ_key] = connections[DEFAULT]
             except _UNAVAILABLE as exc:
                 return self._unavailable(environ, start_response, exc)
-        if self.server_timing:
-            start_response = _with_server_timing(start_response, environ)
-        if self.transaction:
-            status: List[str] = []
-            start_response = _noting_status(start_response, status)
+        status: Optional[List[str]] = None
+        if self._wraps_start_response:
+            start_response, status = self._wrap_start_response(start_response, environ)
         try:
             result = self.app(environ, start_response)
         except _UNAVAILABLE as exc:  # a first use found no connection to be had
@@ -203,6 +200,17 @@ class PoolMiddleware:
         if self.transaction:
             return TransactionIterable(result, connections, connections, clock, status)
         return ClosingIterable(result, connections, connections, clock)
+
+    def _wrap_start_response(self, start_response: "StartResponse",
+                             environ: "WSGIEnvironment") -> Any:
+        """Add Server-Timing, and note the status for ``transaction=True``."""
+        status: Optional[List[str]] = None
+        if self.server_timing:
+            start_response = _with_server_timing(start_response, environ)
+        if self.transaction:
+            status = []
+            start_response = _noting_status(start_response, status)
+        return start_response, status
 
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
