@@ -26,26 +26,17 @@ from typing import Dict, List
 from .common import URLS, Section, median, paired_ratio, table
 from .e2e import HERE, ROOT, Run, Server, wrk, wrk_command
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-SYSTEM_VENV = os.environ.get("WSGIPOOL_SYSTEM_VENV", os.path.join(ROOT, ".venv-system"))
 SETUP = "gthread 2 workers × 4 threads"
 
 
 def system_venv() -> str:
-    """The system-Python virtual environment with mod_wsgi and the drivers; made once."""
-    python = os.path.join(SYSTEM_VENV, "bin", "python")
-    if not os.path.exists(os.path.join(SYSTEM_VENV, "bin", "mod_wsgi-express")):
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", SYSTEM_VENV], check=True, timeout=120)
-        # Built here, for this Python: no wheel cached from another Python's build, and
-        # no other Python on PATH for mod_wsgi's build to find (it would link to it).
-        env = dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-        subprocess.run([python, "-m", "pip", "install", "-q", "--no-cache-dir", "mod_wsgi",
-                        "psycopg2-binary", "mysqlclient"], check=True, timeout=900, env=env)
-    site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    with open(os.path.join(site, "wsgipool-source.pth"), "w") as pth:
-        pth.write(ROOT + "\n")  # wsgipool from this checkout, as in the dev venv
-    return SYSTEM_VENV
+    """The system-Python virtual environment the Apache tests make (tests/apache.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        import apache  # tests/apache.py
+    finally:
+        sys.path.pop(0)
+    return apache.system_venv()
 
 
 class ModWsgi:

@@ -17,7 +17,9 @@ response body streams; it goes back when the server calls the response's ``close
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 from time import monotonic
 from typing import (
     TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union,
@@ -27,7 +29,7 @@ from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .pool import Pool, PooledConnection, request_line
 from .exporters import StatsApp
 from .request import CONNECTIONS_KEY, DEFAULT, LazyConnection, RequestConnections
-from .settings import configured_databases, pool_from_settings
+from .settings import configured_databases, pool_from_environ, pool_from_settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -91,7 +93,8 @@ class PoolMiddleware:
                 )
             self.pool = url_or_pool
         elif url_or_pool is None or isinstance(url_or_pool, str):
-            self.pool = pool_from_settings(url_or_pool, pool_options)
+            # None inside Apache with nothing configured: the first request says (SetEnv).
+            self.pool = pool_from_settings(url_or_pool, pool_options)  # type: ignore[assignment]
         else:
             raise TypeError(
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
@@ -113,9 +116,12 @@ class PoolMiddleware:
         if databases is None and url_or_pool is None:
             databases, named_options = configured_databases(pool_options)
         self.pools = {DEFAULT: self.pool, **_named_pools(databases, named_options)}
+        self._waiting_options = pool_options  # for a pool made at the first request
+        self._pool_lock = threading.Lock()
         # Named pools or lazy checkout: each request gets a RequestConnections.
         self._per_request = lazy or len(self.pools) > 1
-        self._stats_app = StatsApp(list(self.pools.values())) if stats_path else None
+        self._stats_app = (StatsApp([p for p in self.pools.values() if p is not None])
+                           if stats_path else None)
         self._wraps_start_response = server_timing or transaction
         self._unavailable_headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
@@ -128,11 +134,13 @@ class PoolMiddleware:
         return f"<PoolMiddleware {self.environ_key!r} {self.pool!r}>"
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        pool = self.pool
+        if pool is None:
+            pool = self._pool_from_first_request(environ)
         if self._stats_app is not None and environ.get("PATH_INFO") == self.stats_path:
             return self._stats_app(environ, start_response)
         if self._per_request:
             return self._call_with_connections(environ, start_response)
-        pool = self.pool
         try:
             entry = pool.checkout()
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
@@ -200,6 +208,18 @@ class PoolMiddleware:
         if self.transaction:
             return TransactionIterable(result, connections, connections, clock, status)
         return ClosingIterable(result, connections, connections, clock)
+
+    def _pool_from_first_request(self, environ: "WSGIEnvironment") -> Pool:
+        """Inside Apache, with no URL but ``SetEnv``: make the pool from this request."""
+        with self._pool_lock:
+            if self.pool is None:
+                self.pool = self.pools[DEFAULT] = pool_from_environ(
+                    environ, self._waiting_options)
+                if self._stats_app is not None:
+                    self._stats_app = StatsApp(list(self.pools.values()))
+                log.info("pool %s made from the first request's environ in pid %d",
+                         self.pool.name, os.getpid())
+            return self.pool
 
     def _wrap_start_response(self, start_response: "StartResponse",
                              environ: "WSGIEnvironment") -> Any:

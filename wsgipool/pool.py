@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import weakref
 from collections import deque
@@ -181,6 +182,8 @@ class Pool:
         self._init_process_state()
         _LIVE_POOLS.add(self)
         log.info("pool %s created in pid %d (max_size=%d)", self.name, self._pid, self.max_size)
+        for announce in ON_POOL_CREATED:
+            announce(self)
 
     def _init_process_state(self) -> None:
         """Everything that belongs to one process: its lock, its connections, its queue.
@@ -724,6 +727,8 @@ def check_options(url: Optional[str], options: Dict[str, Any]) -> None:
 
 # -- process lifecycle ------------------------------------------------------------------
 
+# Called with each new pool (a server integration's startup line).
+ON_POOL_CREATED: List[Callable[["Pool"], None]] = []
 # Every pool alive in this process, for the fork hook and the exit handler.
 _LIVE_POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 # Serialises the adoption of pools by a new process whose threads race to first use.
@@ -760,3 +765,7 @@ def live_pools() -> List[Pool]:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(close_process_pools)
+if "mod_wsgi" in sys.modules or "_apache" in sys.modules:  # inside Apache
+    from . import apache
+
+    apache.install()  # mod_python runs no atexit handler: register the same one with it

@@ -8,6 +8,7 @@ twelve-factor fallback. The app module then needs no URL of its own.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigurationError
@@ -47,20 +48,78 @@ def configured_databases(options: Dict[str, Any]) -> tuple:
     return _configured["databases"], {**_configured["options"], **options}
 
 
-def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Pool:
-    """Build the pool for a middleware: its own URL, else :func:`configure`'s, else the env."""
+def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Optional[Pool]:
+    """Build the pool for a middleware: its own URL, else :func:`configure`'s, else the
+    process's settings (``DATABASE_URL`` and ``WSGIPOOL_*``, from the environment or a
+    mod_python server-level ``PythonOption``).
+
+    ``None`` means: wait for the first request. Only inside Apache, where ``SetEnv``
+    reaches each request's environ but not the process's environment.
+    """
     if url is None and _configured is not None:
         url = _configured["url"]
         options = {**_configured["options"], **options}
     if url is None:
-        url = getenv(ENV_VAR)
+        url = server_setting(ENV_VAR)
+        if url is not None:
+            options = {**options_from_settings(server_setting, "the environment"), **options}
     if url is None:
+        if in_apache():
+            return None
         raise ConfigurationError(
             "no database URL: pass one to PoolMiddleware(app, url), call "
             "wsgipool.configure(url) (wsgipool.gunicorn.configure in a gunicorn config), "
             f"or set the {ENV_VAR} environment variable"
         )
     return Pool(url, **options)
+
+
+def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Pool:
+    """The pool a middleware waited for: from the first request's environ (Apache's
+    ``SetEnv DATABASE_URL`` and ``SetEnv WSGIPOOL_MAX_SIZE``...)."""
+    url = environ.get(ENV_VAR)
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(
+            f"no database URL: under Apache, set it with SetEnv {ENV_VAR} <url> (mod_wsgi "
+            "and mod_python put it in each request's environ), a server-level "
+            f"PythonOption {ENV_VAR} <url> (mod_python), or pass it to PoolMiddleware"
+        )
+    found = options_from_settings(environ.get, "the request environ (SetEnv)")
+    return Pool(url, **{**found, **options})
+
+
+# Pool options a server's settings may carry, by name: WSGIPOOL_MAX_SIZE=8 ...
+_POOL_TEXT_OPTIONS = ("max_size", "timeout", "max_lifetime", "max_idle", "pre_ping",
+                      "reset", "hold_warning", "name", "transaction_pooling")
+
+
+def options_from_settings(lookup: Any, where: str) -> Dict[str, Any]:
+    """``WSGIPOOL_<OPTION>`` values found by ``lookup(name)``, as typed Pool options."""
+    found = {}
+    for option in _POOL_TEXT_OPTIONS:
+        value = lookup("WSGIPOOL_" + option.upper())
+        if isinstance(value, str):
+            found[option] = value
+    return options_from_text(found, where)
+
+
+def server_setting(name: str) -> Optional[str]:
+    """A process-wide setting: the environment, else a mod_python ``PythonOption`` given
+    at server level (readable when the app is imported, unlike ``SetEnv``)."""
+    value = getenv(name)
+    if value is None and "_apache" in sys.modules:  # inside mod_python
+        try:
+            from mod_python import apache  # type: ignore[import-not-found]
+
+            value = apache.main_server.get_options().get(name)
+        except Exception:  # an older mod_python, or no main_server yet
+            value = None
+    return value
+
+
+def in_apache() -> bool:
+    """Whether this process is an Apache child running mod_wsgi or mod_python."""
+    return "mod_wsgi" in sys.modules or "_apache" in sys.modules
 
 
 def getenv(name: str) -> Optional[str]:

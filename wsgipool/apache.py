@@ -1,0 +1,109 @@
+"""Apache httpd: what wsgipool does inside mod_wsgi and mod_python, on its own.
+
+Nothing here needs calling: :mod:`wsgipool.pool` installs it when it is imported inside
+an Apache child. What each module runs when a child exits (observed by
+``tests/test_apache.py`` on graceful stop, graceful restart and recycling):
+
+* mod_wsgi (embedded and daemon mode) runs Python's ``atexit`` handlers when it shuts
+  an interpreter down, so wsgipool's own exit handler closes the pools politely.
+* mod_python runs no ``atexit`` handler (the seeds' complaint); it runs the callbacks
+  given to ``mod_python.apache.register_cleanup`` at child exit, so the same exit
+  handler is registered there.
+
+Both get a startup line per pool: the most connections this process, and all of
+Apache's processes together, can open. Python's logging is not set up inside Apache;
+unless the app sets it up, wsgipool's lines go to Apache's error log through stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Optional, Tuple
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+log = logging.getLogger(__name__)
+
+_installed = False
+
+
+def running_in() -> Optional[str]:
+    """``"mod_wsgi"``, ``"mod_python"`` or ``None``: the Apache module hosting us."""
+    if "mod_wsgi" in sys.modules:
+        return "mod_wsgi"
+    if "_apache" in sys.modules:
+        return "mod_python"
+    return None
+
+
+def install() -> None:
+    """Inside Apache: close the pools at child exit, and say each pool's budget."""
+    global _installed
+    server = running_in()
+    if server is None or _installed:
+        return
+    _installed = True
+    from . import pool as pool_module
+
+    if server == "mod_python":
+        from mod_python import apache  # type: ignore[import-not-found]
+
+        apache.register_cleanup(_close_at_child_exit)
+    _log_to_stderr_unless_configured()
+    pool_module.ON_POOL_CREATED.append(budget_line)
+
+
+def _close_at_child_exit(_data: object = None) -> None:
+    from .pool import close_process_pools
+
+    close_process_pools()
+
+
+def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
+    """How many processes serve this app, and threads in each, as Apache says."""
+    server = running_in()
+    try:
+        if server == "mod_wsgi":
+            import mod_wsgi  # type: ignore[import-not-found]
+
+            return mod_wsgi.maximum_processes, mod_wsgi.threads_per_process
+        if server == "mod_python":
+            from mod_python import apache
+
+            daemons = apache.mpm_query(apache.AP_MPMQ_MAX_DAEMONS)
+            threads = apache.mpm_query(apache.AP_MPMQ_MAX_THREADS)
+            return daemons, max(threads, 1)
+    except Exception:  # an older module without these: say what we know
+        pass
+    return None, None
+
+
+def budget_line(pool: "Pool") -> None:
+    """The startup line: this pool's bound, per process and for all of Apache."""
+    processes, threads = processes_and_threads()
+    if processes is None:
+        log.info("pool %s opens at most %d connections in pid %d", pool.name,
+                 pool.max_size, os.getpid())
+        return
+    log.info("pool %s opens at most %d connections in pid %d; %d %s processes can "
+             "open %d in all", pool.name, pool.max_size, os.getpid(), processes,
+             running_in(), processes * pool.max_size)
+    if threads and threads > pool.max_size:
+        log.warning("pool %s: %d threads per process share max_size=%d connections; "
+                    "requests may wait up to timeout=%.1f s", pool.name, threads,
+                    pool.max_size, pool.timeout)
+
+
+def _log_to_stderr_unless_configured() -> None:
+    """Apache's error log is the process's stderr; nobody set up Python's logging."""
+    package = logging.getLogger("wsgipool")
+    if package.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wsgipool: %(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
