@@ -765,7 +765,7 @@ def live_pools() -> List[Pool]:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(close_process_pools)
-if "mod_wsgi" in sys.modules or "_apache" in sys.modules:  # inside Apache
-    from . import apache
+if {"mod_wsgi", "_apache", "uwsgi"} & set(sys.modules):  # a server embedding Python
+    from . import embedded
 
-    apache.install()  # mod_python runs no atexit handler: register the same one with it
+    embedded.install()  # mod_python runs no atexit handler: register the same one with it

@@ -1,18 +1,22 @@
-"""Apache httpd: what wsgipool does inside mod_wsgi and mod_python, on its own.
+"""Servers that embed Python (Apache's mod_wsgi and mod_python, uWSGI): what wsgipool
+does inside them, on its own.
 
 Nothing here needs calling: :mod:`wsgipool.pool` installs it when it is imported inside
-an Apache child. What each module runs when a child exits (observed by
-``tests/test_apache.py`` on graceful stop, graceful restart and recycling):
+one of them. What each runs when a process exits (observed by ``tests/test_apache.py``
+and ``tests/test_uwsgi.py`` on graceful stop, graceful restart or reload, and
+recycling):
 
 * mod_wsgi (embedded and daemon mode) runs Python's ``atexit`` handlers when it shuts
   an interpreter down, so wsgipool's own exit handler closes the pools politely.
 * mod_python runs no ``atexit`` handler (the seeds' complaint); it runs the callbacks
   given to ``mod_python.apache.register_cleanup`` at child exit, so the same exit
   handler is registered there.
+* uWSGI workers run ``atexit`` (stop, reload, ``--max-requests``); its master runs no
+  exit hook at all, so whatever the master opened is dropped (see the README).
 
-Both get a startup line per pool: the most connections this process, and all of
-Apache's processes together, can open. Python's logging is not set up inside Apache;
-unless the app sets it up, wsgipool's lines go to Apache's error log through stderr.
+Each gets a startup line per pool: the most connections this process, and all of the
+server's processes together, can open. Python's logging is not set up inside these
+servers; unless the app sets it up, wsgipool's lines go to the server's log (stderr).
 """
 
 from __future__ import annotations
@@ -31,16 +35,18 @@ _installed = False
 
 
 def running_in() -> Optional[str]:
-    """``"mod_wsgi"``, ``"mod_python"`` or ``None``: the Apache module hosting us."""
+    """``"mod_wsgi"``, ``"mod_python"``, ``"uWSGI"`` or ``None``: who embeds us."""
     if "mod_wsgi" in sys.modules:
         return "mod_wsgi"
     if "_apache" in sys.modules:
         return "mod_python"
+    if "uwsgi" in sys.modules:  # the module uWSGI provides to the Python it embeds
+        return "uWSGI"
     return None
 
 
 def install() -> None:
-    """Inside Apache: close the pools at child exit, and say each pool's budget."""
+    """Inside such a server: close the pools at exit, and say each pool's budget."""
     global _installed
     server = running_in()
     if server is None or _installed:
@@ -76,6 +82,13 @@ def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
             daemons = apache.mpm_query(apache.AP_MPMQ_MAX_DAEMONS)
             threads = apache.mpm_query(apache.AP_MPMQ_MAX_THREADS)
             return daemons, max(threads, 1)
+        if server == "uWSGI":
+            import uwsgi  # type: ignore[import-not-found]
+
+            threads = uwsgi.opt.get("threads", 1)
+            if isinstance(threads, bytes):
+                threads = int(threads)
+            return uwsgi.numproc, int(threads)
     except Exception:  # an older module without these: say what we know
         pass
     return None, None
