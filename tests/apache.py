@@ -114,11 +114,47 @@ LoadModule env_module {modules}/mod_env.so
 """
 
 
+# The README's configurations, and what the tests put in place of its example paths
+# and values. The lines the README leaves to mod_wsgi-express / a2enmod come first.
+SITES = {
+    "mod_wsgi_daemon": ("apache-mod-wsgi-daemon", (
+        "LoadModule wsgi_module ${mod_wsgi}\nWSGIPythonHome ${venv}\n"
+        "WSGISocketPrefix ${dir}/wsgi\n"), [
+        ("processes=2 threads=4",
+         "processes=2 threads=4 maximum-requests=${maximum_requests} graceful-timeout=5"),
+    ]),
+    "mod_wsgi_embedded": ("apache-mod-wsgi-embedded", (
+        "LoadModule wsgi_module ${mod_wsgi}\nWSGIPythonHome ${venv}\n"), []),
+    "mod_python": ("apache-mod-python", (
+        "LoadModule python_module ${modules}/mod_python.so\n"), [
+        ("/srv/myapp/venv/lib/python3.11/site-packages", "${site_packages}', '${root}"),
+    ]),
+}
+EXAMPLE_VALUES = [("/srv/myapp", "${apps}"), ("postgresql://app@db/app", "${url}"),
+                  ("WSGIPOOL_MAX_SIZE 4", "WSGIPOOL_MAX_SIZE ${max_size}")]
+
+
+def site_template(site):
+    """The configuration for ``site``: a README snippet (see SITES) or, for a variant
+    the README only describes, ``tests/apache/<site>.conf``."""
+    if site not in SITES:
+        with open(os.path.join(HERE, site + ".conf")) as file:
+            return file.read()
+    name, preamble, replacements = SITES[site]
+    from readme import snippet
+
+    text = snippet(name)
+    for example, value in replacements + EXAMPLE_VALUES:
+        text = text.replace(example, value)
+    return preamble + text
+
+
 class Apache:
     """One Apache, in the foreground under this test: ``with Apache(site, ...) as httpd``.
 
-    ``site``: the name of a template in tests/apache/ (``mod_wsgi_embedded.conf``...),
-    filled with ``settings`` (``url``, ``max_size``...) and the paths.
+    ``site``: ``mod_wsgi_daemon``, ``mod_wsgi_embedded``, ``mod_python`` (the README's
+    configurations) or a variant in tests/apache/, filled with ``settings`` (``url``,
+    ``max_size``...) and the paths.
     """
 
     def __init__(self, site, mpm="prefork", processes=2, threads=4,
@@ -137,8 +173,7 @@ class Apache:
             mod_wsgi=mod_wsgi_module(venv) if "wsgi" in site else "",
         )
         values.update(settings)
-        with open(os.path.join(HERE, site)) as template:
-            site_conf = string.Template(template.read()).substitute(values)
+        site_conf = string.Template(site_template(site)).substitute(values)
         self.config = COMMON.format(**values) + MPM[mpm].format(**values) + site_conf
         self.config_path = os.path.join(self.dir, "httpd.conf")
         with open(self.config_path, "w") as file:

@@ -1,6 +1,6 @@
 """Apache httpd with mod_wsgi (embedded and daemon mode) and with mod_python, for real.
 
-Each server runs the README's configuration (``tests/apache/*.conf``) with its children
+Each server runs the README's configuration (its snippets, see apache.SITES) with children
 as www-data, against the real PostgreSQL and MariaDB. Observed here, and asserted:
 
 * Neither mod_wsgi nor mod_python imports the app in Apache's parent: both import it in
@@ -49,12 +49,12 @@ def apache_installed():
 
 # (template, MPM, how many threads serve in each process)
 MODES = {
-    "mod_wsgi-embedded-prefork": ("mod_wsgi_embedded.conf", "prefork", 1),
-    "mod_wsgi-embedded-event": ("mod_wsgi_embedded.conf", "event", 4),
-    "mod_wsgi-daemon-prefork": ("mod_wsgi_daemon.conf", "prefork", 4),
-    "mod_wsgi-daemon-event": ("mod_wsgi_daemon.conf", "event", 4),
-    "mod_python-prefork": ("mod_python.conf", "prefork", 1),
-    "mod_python-worker": ("mod_python.conf", "worker", 4),
+    "mod_wsgi-embedded-prefork": ("mod_wsgi_embedded", "prefork", 1),
+    "mod_wsgi-embedded-event": ("mod_wsgi_embedded", "event", 4),
+    "mod_wsgi-daemon-prefork": ("mod_wsgi_daemon", "prefork", 4),
+    "mod_wsgi-daemon-event": ("mod_wsgi_daemon", "event", 4),
+    "mod_python-prefork": ("mod_python", "prefork", 1),
+    "mod_python-worker": ("mod_python", "worker", 4),
 }
 
 
@@ -157,7 +157,7 @@ def test_recycling_and_graceful_restart_close_every_session(mode, server_db):
 def test_mod_python_setenv_alone_configures_the_pool_at_the_first_request(postgresql):
     """Without the server-level PythonOption, mod_python's SetEnv reaches the request
     environ only: the pool is made at the first request, and reused after."""
-    httpd = apache.Apache("mod_python_setenv.conf", mpm="prefork", processes=1,
+    httpd = apache.Apache("mod_python_setenv", mpm="prefork", processes=1,
                           url=postgresql.url, max_size=MAX_SIZE)
     with httpd:
         sessions = load(httpd, requests=30, clients=1)
