@@ -13,6 +13,8 @@ from test_middleware import Response, environ_for
 
 paste_deploy = pytest.importorskip("paste.deploy", reason="pip install PasteDeploy")
 webob = pytest.importorskip("webob", reason="pip install WebOb")
+import webob.dec  # noqa: E402  (after the skip: WebOb may be missing)
+import wsgipool.webob  # noqa: E402
 
 README_URLS = ("postgresql://app@db/app", "postgresql://reader@replica/app")
 
