@@ -50,7 +50,8 @@ class ModWsgi:
             [os.path.join(venv, "bin", "mod_wsgi-express"), "setup-server", "e2e_app.py", "--callable-object", "app",
              "--processes", "2", "--threads", "4", "--host", "127.0.0.1",
              "--port", str(port), "--user", "www-data", "--group", "www-data",
-             "--server-root", self.root, "--python-path", HERE, "--log-level", "warn"],
+             "--server-root", self.root, "--python-path", HERE, "--python-path", ROOT,
+             "--log-level", "warn"],
             cwd=HERE, check=True, capture_output=True, timeout=60)
         env = dict(os.environ, BENCH_WAY="wsgipool", DATABASE_URL=url, LC_ALL="C.UTF-8")
         subprocess.run([os.path.join(self.root, "apachectl"), "start"], env=env, check=True,

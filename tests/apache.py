@@ -1,12 +1,13 @@
 """Apache httpd for the tests: mod_wsgi (embedded or daemon mode) or mod_python, on the
-prefork, worker or event MPM, configured from the templates in ``tests/apache/``.
+prefork, worker or event MPM, configured from the README's snippets (see ``SITES``).
 
 Apache's children run as ``www-data``, which cannot read a Python installed under
 ``/root``: the Python code runs in a virtual environment of the system Python
-(``/usr/bin/python3``, which mod_python is built for too), ``.venv-system``, made on
-first use with mod_wsgi built for that Python, the drivers, and this checkout of
-wsgipool on its path. Every Apache listens on a free loopback port, writes its files to
-a directory of its own, and is signalled by its own pid, never by name.
+(``/usr/bin/python3``, which mod_python is built for too), made on first use with
+mod_wsgi built for that Python and the drivers; the app and this checkout's wsgipool
+are copied to a directory www-data can read. Every Apache listens on a free loopback
+port, writes its files to a directory of its own, and is signalled by its own pid,
+never by name.
 """
 
 import glob
@@ -24,7 +25,9 @@ HERE = os.path.join(ROOT, "tests", "apache")
 HTTPD = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
 SYSTEM_PYTHON = "/usr/bin/python3"
-SYSTEM_VENV = os.environ.get("WSGIPOOL_SYSTEM_VENV", os.path.join(ROOT, ".venv-system"))
+# Outside the checkout, which www-data may not be able to read (under /root, say); kept
+# between runs, since building it takes a minute.
+SYSTEM_VENV = os.environ.get("WSGIPOOL_SYSTEM_VENV", "/var/tmp/wsgipool-venv-system")
 RUN_AS = "www-data"
 
 
@@ -52,8 +55,6 @@ def system_venv():
         subprocess.run([*pip, "psycopg2-binary", "mysqlclient"], check=True, timeout=900,
                        env=env)
         subprocess.run([*pip, "--no-cache-dir", "mod_wsgi"], check=True, timeout=900, env=env)
-    with open(os.path.join(site_packages(SYSTEM_VENV), "wsgipool-source.pth"), "w") as pth:
-        pth.write(ROOT + "\n")  # wsgipool from this checkout, as in the dev venv
     return SYSTEM_VENV
 
 
@@ -127,7 +128,7 @@ SITES = {
         "LoadModule wsgi_module ${mod_wsgi}\nWSGIPythonHome ${venv}\n"), []),
     "mod_python": ("apache-mod-python", (
         "LoadModule python_module ${modules}/mod_python.so\n"), [
-        ("/srv/myapp/venv/lib/python3.11/site-packages", "${site_packages}', '${root}"),
+        ("/srv/myapp/venv/lib/python3.11/site-packages", "${site_packages}"),
     ]),
 }
 EXAMPLE_VALUES = [("/srv/myapp", "${apps}"), ("postgresql://app@db/app", "${url}"),
@@ -161,6 +162,14 @@ class Apache:
                  max_connections_per_child=0, **settings):
         self.dir = tempfile.mkdtemp(prefix="wsgipool-apache-")
         os.chmod(self.dir, 0o755)
+        # What /srv/myapp holds in the README: the app, and here this checkout's
+        # wsgipool beside it, copied where www-data can read them.
+        apps = os.path.join(self.dir, "myapp")
+        shutil.copytree(os.path.join(ROOT, "wsgipool"), os.path.join(apps, "wsgipool"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(os.path.join(HERE, "app.py"), apps)
+        for path, dirs, files in os.walk(apps):
+            os.chmod(path, 0o755)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         venv = system_venv()
@@ -169,7 +178,7 @@ class Apache:
             threads=threads if mpm != "prefork" else 1,
             workers=processes * (threads if mpm != "prefork" else 1),
             max_connections_per_child=max_connections_per_child, log_level="info",
-            venv=venv, site_packages=site_packages(venv), root=ROOT, apps=HERE,
+            venv=venv, site_packages=site_packages(venv), apps=apps,
             mod_wsgi=mod_wsgi_module(venv) if "wsgi" in site else "",
         )
         values.update(settings)
