@@ -104,8 +104,14 @@ def test_serves_reuses_and_closes_on_graceful_stop(mode, server_db):
     with httpd:
         sessions = load(httpd)
         log = httpd.log()
+        parent = httpd.process.pid
         httpd.stop(graceful=True)
     served = set().union(*sessions.values())
+    # Each pool was made in a process that served, never in Apache's parent: no
+    # connection can have crossed a fork.
+    makers = {int(pid) for pid in re.findall(r"pool \S+ (?:created|made from the first "
+                                             r"request's environ) in pid (\d+)", log)}
+    assert makers and parent not in makers and set(sessions) <= makers, (parent, makers)
     assert len(sessions) <= PROCESSES and all(len(s) <= MAX_SIZE for s in sessions.values())
     assert len(served) <= PROCESSES * MAX_SIZE
     if MODES[mode][2] == 1:  # one thread per process: one session each, reused
