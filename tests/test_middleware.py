@@ -620,3 +620,22 @@ def test_configure_checks_at_once(sqlite, monkeypatch, url, options, error, name
         assert (middleware.pool.name, middleware.pool.max_size) == (sqlite.url, 3)
     finally:
         middleware.pool.close()
+
+
+def test_wsgipool_settings_from_the_environment(sqlite, monkeypatch):
+    """DATABASE_URL with WSGIPOOL_<OPTION> values: what uWSGI's env and Apache's SetEnv
+    carry; a bad value names its variable."""
+    monkeypatch.setattr(wsgipool_settings, "_configured", None)
+    monkeypatch.setenv("DATABASE_URL", sqlite.url)
+    monkeypatch.setenv("WSGIPOOL_MAX_SIZE", "2")
+    monkeypatch.setenv("WSGIPOOL_PRE_PING", "30")
+    monkeypatch.setenv("WSGIPOOL_MAX_IDLE", "none")
+    middleware = PoolMiddleware(text_app(lambda environ: "ok"), timeout=3)
+    pool = middleware.pool
+    assert (pool.max_size, pool.pre_ping, pool.max_idle, pool.timeout) == (2, 30.0, None, 3.0)
+    assert Response(validator(middleware)).body == b"ok"
+    pool.close()
+    monkeypatch.setenv("WSGIPOOL_MAX_SIZE", "lots")
+    with pytest.raises(ConfigurationError, match="WSGIPOOL_MAX_SIZE='lots' in the "
+                                                 "environment: must be a whole number"):
+        PoolMiddleware(text_app(lambda environ: "ok"))

@@ -97,10 +97,14 @@ def options_from_settings(lookup: Any, where: str) -> Dict[str, Any]:
     """``WSGIPOOL_<OPTION>`` values found by ``lookup(name)``, as typed Pool options."""
     found = {}
     for option in _POOL_TEXT_OPTIONS:
-        value = lookup("WSGIPOOL_" + option.upper())
-        if isinstance(value, str):
-            found[option] = value
-    return options_from_text(found, where)
+        name = "WSGIPOOL_" + option.upper()
+        text = lookup(name)
+        if isinstance(text, str):
+            try:
+                found[option] = TEXT_OPTIONS[option](text)
+            except ValueError as exc:
+                raise ConfigurationError(f"{name}={text!r} in {where}: {exc}") from None
+    return found
 
 
 def server_setting(name: str) -> Optional[str]:
