@@ -26,7 +26,8 @@ from typing import (
 )
 
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
-from .pool import Pool, PooledConnection, request_line
+from .labels import RequestLabel, request_line
+from .pool import Pool, PooledConnection
 from .exporters import StatsApp
 from .request import CONNECTIONS_KEY, DEFAULT, LazyConnection, RequestConnections
 from .settings import configured_databases, pool_from_environ, pool_from_settings
@@ -146,7 +147,7 @@ class PoolMiddleware:
         except (PoolTimeout, ConnectError, PoolClosed) as exc:
             # The pool has logged the cause (without secrets); the client learns no more.
             return self._unavailable(environ, start_response, exc)
-        entry.request = environ
+        entry.holder = RequestLabel(environ)
         environ[self.environ_key] = entry.conn
         environ[POOL_KEY] = pool
         waited = entry.waited

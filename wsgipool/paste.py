@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict
 
 from .middleware import PoolMiddleware
-from .pool import check_options
+from .options import check_options
 from .settings import options_from_text
 from .urls import redact_url
 

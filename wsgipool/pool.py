@@ -38,6 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 from .drivers import BROKEN, CLOSED, DIRTY, IDLE, UNKNOWN, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .stats import PoolStats
+from .options import CHECKS as _CHECKS
 from .urls import scrub
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class PooledConnection:
     """
 
     __slots__ = ("conn", "created", "expires", "returned", "checked_out", "waited",
-                 "generation", "request", "warned_for")
+                 "generation", "holder", "warned_for")
 
     def __init__(self, conn: Any, now: float, expires: float, generation: int) -> None:
         self.conn = conn
@@ -74,7 +75,7 @@ class PooledConnection:
         self.checked_out = now
         self.waited = 0.0  # seconds the current checkout waited for it
         self.generation = generation
-        self.request: Optional[Dict[str, Any]] = None  # the WSGI environ, while in use
+        self.holder: Any = None  # who holds it (opaque; str() names it in logs)
         self.warned_for = 0.0  # the checkout (its time) already warned about as held long
 
     def __repr__(self) -> str:
@@ -326,18 +327,18 @@ class Pool:
             if (entry not in idle and now - entry.checked_out > self.hold_warning
                     and entry.warned_for != entry.checked_out):  # once per checkout
                 entry.warned_for = entry.checked_out
-                found.append((entry, entry.request))
+                found.append((entry, entry.holder))
         return found
 
     def _warn_held(self, entry: PooledConnection, now: float) -> None:
         if entry.warned_for != entry.checked_out:  # once per checkout
             entry.warned_for = entry.checked_out
-            self._log_held(entry, now, entry.request)
+            self._log_held(entry, now, entry.holder)
 
     def _log_held(self, entry: PooledConnection, now: float, request: Any) -> None:
         log.warning("a connection to %s has been held for %.1f s (hold_warning=%.1f s)%s",
                     self.name, now - entry.checked_out, self.hold_warning,
-                    _describe_request(request))
+                    _describe_holder(request))
 
     def _still_good(self, entry: PooledConnection, now: float) -> bool:
         """Discard a connection just taken from the pool if it is stale or dead; its room
@@ -420,7 +421,7 @@ class Pool:
         if self.hold_warning is not None and now - entry.checked_out > self.hold_warning:
             self._warn_held(entry, now)
         entry.returned = now
-        entry.request = None
+        entry.holder = None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%r returned to %s after %.3f ms", entry.conn, self.name,
                       (now - entry.checked_out) * 1e3)
@@ -451,7 +452,7 @@ class Pool:
                 return False
             if state == DIRTY:  # known to be open: the handler forgot it; worth a warning
                 log.warning("rolled back a transaction left open on a connection to %s%s",
-                            self.name, _describe_request(entry.request))
+                            self.name, _describe_holder(entry.holder))
             with self._lock:
                 self._stats.rollbacks += 1
         if self._session_reset is not None:
@@ -527,8 +528,8 @@ class Pool:
         if log.isEnabledFor(level):
             cause = f": {scrub(str(exc).strip(), *self._driver.secrets)}" if exc else ""
             log.log(level, "discarded a connection to %s (%s%s)%s", self.name,
-                    reason.replace("_", " "), cause, _describe_request(entry.request))
-        entry.request = None
+                    reason.replace("_", " "), cause, _describe_holder(entry.holder))
+        entry.holder = None
         try:
             self._driver.close(entry.conn)
         except Exception:  # already closed or broken: nothing more to free
@@ -636,93 +637,8 @@ class _Lease:
             self._pool.checkin(entry)
 
 
-def request_line(environ: Dict[str, Any]) -> str:
-    """``GET /script/path``: how logs name a request, never with its query string."""
-    return "%s %s" % (environ.get("REQUEST_METHOD", "?"),
-                      environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
-
-
-def _describe_request(environ: Optional[Dict[str, Any]]) -> str:
-    return ", request " + request_line(environ) if environ else ""
-
-
-# -- option validation ----------------------------------------------------------------
-
-def _whole(option: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ConfigurationError(f"{option} must be at least {minimum}, not {value}")
-    return value
-
-
-def _seconds(option: str, value: Any, optional: bool = False) -> Optional[float]:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        kinds = "a number of seconds or None" if optional else "a number of seconds"
-        raise TypeError(f"{option} must be {kinds}, not {type(value).__name__}")
-    if not value > 0 or value != value or value == float("inf") and not optional:
-        raise ConfigurationError(f"{option} must be a positive number of seconds, not {value}")
-    return float(value)
-
-
-def _pre_ping(value: Any) -> Union[bool, float]:
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, (int, float)):
-        raise TypeError(
-            f"pre_ping must be True, False or a number of seconds, not {type(value).__name__}"
-        )
-    if not value >= 0:
-        raise ConfigurationError(f"pre_ping must be at least 0 seconds, not {value}")
-    return float(value) if value > 0 else True
-
-
-def _reset_mode(value: Any) -> Any:
-    if value in ("rollback", "session") or callable(value):
-        return value
-    raise ConfigurationError(
-        f"reset must be 'rollback', 'session' or a callable, not {value!r}"
-    )
-
-
-def _flag(option: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{option} must be True or False, not {value!r}")
-    return value
-
-
-def _name(value: Any) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"name must be a str, not {type(value).__name__}")
-    return value
-
-
-# How each option is checked, by name; the constructor and check_options() share them.
-_CHECKS: Dict[str, Callable[[Any], Any]] = {
-    "max_size": lambda value: _whole("max_size", value, minimum=1),
-    "timeout": lambda value: _seconds("timeout", value),
-    "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
-    "max_idle": lambda value: _seconds("max_idle", value, optional=True),
-    "hold_warning": lambda value: _seconds("hold_warning", value, optional=True),
-    "pre_ping": _pre_ping,
-    "reset": _reset_mode,
-    "name": _name,
-    "transaction_pooling": lambda value: _flag("transaction_pooling", value),
-}
-
-
-def check_options(url: Optional[str], options: Dict[str, Any]) -> None:
-    """Check a URL and Pool options as ``Pool()`` would, without making a pool."""
-    unknown = sorted(set(options) - set(_CHECKS) - {"connect"})
-    if unknown:
-        raise TypeError(f"unknown Pool option(s): {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(set(_CHECKS) | {'connect'}))}")
-    for option, value in options.items():
-        if option in _CHECKS:
-            _CHECKS[option](value)
-    make_driver(url, options.get("connect"))
+def _describe_holder(holder: Any) -> str:
+    return f", {holder}" if holder is not None else ""
 
 
 # -- process lifecycle ------------------------------------------------------------------

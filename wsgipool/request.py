@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from .errors import PoolError
+from .labels import RequestLabel
 from .pool import Pool, PooledConnection
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class RequestConnections:
         if self._done:
             raise PoolError(f"the response is closed: no connection to {name!r} any more")
         entry = pool.checkout()
-        entry.request = self._environ
+        entry.holder = RequestLabel(self._environ)
         self._entries[name] = entry
         self._clock.start(entry.checked_out)
         if entry.waited:

@@ -12,7 +12,8 @@ import sys
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigurationError
-from .pool import Pool, check_options
+from .options import check_options
+from .pool import Pool
 
 ENV_VAR = "DATABASE_URL"
 
