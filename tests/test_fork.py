@@ -12,6 +12,9 @@ import sys
 
 import pytest
 
+import wsgipool
+from test_gunicorn import aborted_mark, assert_none_aborted, wait_gone
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "fork_child.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,3 +83,49 @@ def test_pool_made_before_fork_holds_nothing(any_server_db, pools):
     os.waitpid(pid, 0)
     assert pool.stats()["connects"] == 0 and pool.stats()["size"] == 0
     assert isinstance(pool, Pool)
+
+
+DROP_SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "fork_drop.py")
+# The wsgipool this test run imported (the checkout, unless PYTHONPATH says otherwise).
+UNDER_TEST = os.path.dirname(os.path.dirname(os.path.abspath(wsgipool.__file__)))
+
+
+def run_drop(scenario, url, cwd):
+    env = dict(os.environ, PYTHONPATH=UNDER_TEST)
+    done = subprocess.run([sys.executable, DROP_SCRIPT, scenario, url], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_child_whose_first_act_is_a_checkout_opens_its_own(any_server_db, tmp_path):
+    """No stats() first, which would adopt the process: the checkout itself must."""
+    seen = run_drop("checkout", any_server_db.url, tmp_path)
+    assert (seen["child_exit"], seen["error"]) == (0, None)
+    assert seen["child"]["sid"] != seen["parent_sid"]
+    assert seen["child"]["stats"]["connects"] == 1
+    assert seen["after_sid"] == seen["parent_sid"]
+    assert seen["parent_connects"] == 1
+
+
+def test_child_that_drops_the_inherited_pool_leaves_the_parents_session(any_server_db,
+                                                                        tmp_path):
+    """The child only lets go of the pool (del, gc): finalizing the inherited connection
+    must say nothing on the parent's socket (psycopg2 would send Terminate)."""
+    aborted = aborted_mark(any_server_db)
+    seen = run_drop("drop-pool", any_server_db.url, tmp_path)
+    assert (seen["child_exit"], seen["error"]) == (0, None)
+    assert seen["after_sid"] == seen["parent_sid"]
+    assert seen["parent_connects"] == 1
+    assert wait_gone(any_server_db, [seen["parent_sid"]]) == set()  # the parent closed it
+    assert_none_aborted(any_server_db, aborted, [seen["parent_sid"]])
+
+
+def test_child_finalizing_a_mysqldb_connection_no_pool_detached(mariadb, tmp_path):
+    """A tracked MySQLdb connection made directly: the fork hook never saw it, so its
+    finalizer must blind the socket before mysqlclient says COM_QUIT on it."""
+    aborted = aborted_mark(mariadb)
+    seen = run_drop("drop-connection", mariadb.url, tmp_path)
+    assert (seen["child_exit"], seen["error"]) == (0, None)
+    assert seen["after_sid"] == seen["parent_sid"]
+    assert_none_aborted(mariadb, aborted, [seen["parent_sid"]])

@@ -421,3 +421,75 @@ def test_hooks_have_gunicorns_arity(hook, arity):
     """gunicorn refuses a hook whose positional parameters differ from its own."""
     parameters = inspect.signature(hook).parameters.values()
     assert [p.kind for p in parameters] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * arity
+
+
+# Run as a separate process, so the pools closed are only its own and atexit never runs:
+# the process exits through os._exit once the test has looked at the server.
+HOOK_PROGRAM = """
+import json, os, sys
+import wsgipool.gunicorn as hooks
+from wsgipool import Pool, PoolClosed
+
+pools = [Pool(sys.argv[1], max_size=2), Pool(sys.argv[1], max_size=2, name="second")]
+sids = []
+for pool in pools:
+    first, second = pool.checkout(), pool.checkout()
+    for entry in (first, second):
+        cursor = entry.conn.cursor()
+        cursor.execute(sys.argv[2])
+        sids.append(cursor.fetchone()[0])
+        entry.conn.rollback()
+    pool.checkin(first)
+    pool.checkin(second)
+getattr(hooks, sys.argv[3])(*([None] * int(sys.argv[4])))
+refused = 0
+for pool in pools:
+    try:
+        pool.checkout()
+    except PoolClosed:
+        refused += 1
+print(json.dumps({"sids": sids, "refused": refused,
+                  "stats": [pool.stats() for pool in pools]}), flush=True)
+sys.stdin.read()  # alive until the test has checked the server
+os._exit(0)
+"""
+# The wsgipool this test run imported (the checkout, unless PYTHONPATH says otherwise).
+UNDER_TEST = os.path.dirname(os.path.dirname(os.path.abspath(hooks.__file__)))
+SESSION_SQL = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+
+
+@pytest.mark.parametrize("hook, arity", [
+    pytest.param("worker_exit", 2, id="worker_exit"),
+    pytest.param("on_exit", 1, id="on_exit"),
+])
+def test_exit_hook_itself_closes_the_pools_and_their_sessions(server_db, tmp_path, hook,
+                                                             arity):
+    """The hook alone, not the atexit handler: the process is still running (and later
+    leaves by os._exit) when its pools must be closed and its sessions gone."""
+    import json
+
+    aborted = aborted_mark(server_db)
+    program = subprocess.Popen(
+        [sys.executable, "-c", HOOK_PROGRAM, server_db.url, SESSION_SQL[server_db.kind],
+         hook, str(arity)],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=UNDER_TEST), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = program.stdout.readline()
+        assert line, program.stderr.read()
+        seen = json.loads(line)
+        still_open = wait_gone(server_db, seen["sids"])  # while the process lives on
+        assert program.poll() is None
+    finally:
+        try:
+            program.communicate("", timeout=15)
+        except subprocess.TimeoutExpired:
+            program.kill()
+            program.communicate(timeout=15)
+    assert len(set(seen["sids"])) == 4
+    assert still_open == set()
+    assert seen["refused"] == 2  # closed: no checkout any more
+    for stats in seen["stats"]:
+        assert (stats["size"], stats["closes"], stats["discard_reasons"]["pool_closed"]) == \
+            (0, 2, 2)
+    assert_none_aborted(server_db, aborted, seen["sids"])  # closed with COM_QUIT

@@ -13,7 +13,7 @@ from wsgipool.exporters import as_json, as_prometheus
 from wsgipool.prometheus import PoolCollector
 
 KEYS = {
-    "max_size", "size", "in_use", "idle", "waiting", "peak_in_use", "peak_waiting",
+    "max_size", "size", "in_use", "idle", "opening", "waiting", "peak_in_use", "peak_waiting",
     "connects", "connect_errors", "closes", "checkouts", "returns", "reuse_ratio", "waits",
     "timeouts", "rollbacks", "pings", "discards", "discard_reasons", "wait_seconds",
     "hold_seconds", "connect_seconds",
@@ -186,3 +186,59 @@ def test_gunicorn_access_log_shows_wait_and_hold(sqlite, tmp_path):
     match = re.search(r"db_wait=(\d+\.\d{3})ms db_hold=(\d+\.\d{3})ms", lines[-1])
     assert match, lines
     assert float(match.group(2)) >= 50  # the app holds its connection for 50 ms
+
+
+def series(text):
+    """Every (sample name, labels) in an exposition, as prometheus_client parses it."""
+    return [(sample.name, tuple(sorted(sample.labels.items())))
+            for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def exposition_of(how, pools):
+    if how == "as_prometheus":
+        return as_prometheus(pools)
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(pools))
+    return generate_latest(registry).decode()
+
+
+@pytest.mark.parametrize("how", ["as_prometheus", "PoolCollector"])
+@pytest.mark.parametrize("same", [
+    pytest.param("url", id="same-url"),
+    pytest.param("name", id="same-name"),
+])
+def test_pools_sharing_a_name_give_distinct_series(sqlite, tmp_path, pools, how, same):
+    """Prometheus rejects a scrape with a series twice: two pools of one name (the same
+    URL, or the same name=) keep their own series, the second labelled "<name>#2"."""
+    if same == "url":
+        first, second = pools(sqlite.url), pools(sqlite.url)
+    else:
+        other = f"sqlite:///{tmp_path / 'other.db'}"
+        first, second = pools(sqlite.url, name="main"), pools(other, name="main")
+    for pool, uses in ((first, 3), (second, 5)):
+        for _ in range(uses):
+            with pool.connection():
+                pass
+    text = exposition_of(how, [first, second])
+    found = series(text)
+    duplicated = sorted({s for s in found if found.count(s) > 1})
+    assert duplicated == [], duplicated[:2]
+    checkouts = {dict(labels)["pool"]: value for family in text_string_to_metric_families(text)
+                 for sample in family.samples if sample.name == "wsgipool_checkouts_total"
+                 for labels, value in [(sample.labels, sample.value)]}
+    assert checkouts == {first.name: 3, f"{first.name}#2": 5}
+    assert sorted(pool["checkouts"] for pool in as_json([first, second])["pools"].values()) \
+        == [3, 5]
+
+
+def test_collector_of_every_live_pool_gives_unique_series(sqlite, pools):
+    """PoolCollector() with no list reads every live pool of the process."""
+    made = [pools(sqlite.url) for _ in range(3)]
+    for pool in made:
+        with pool.connection():
+            pass
+    found = series(exposition_of("PoolCollector", None))
+    assert len(found) == len(set(found))
+    labels = {dict(labels)["pool"] for name, labels in found
+              if name == "wsgipool_checkouts_total"}
+    assert labels >= {made[0].name, f"{made[0].name}#2", f"{made[0].name}#3"}

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from wsgipool import ConfigurationError, ConnectError, Pool, redact_url
-from wsgipool.urls import parse_url
+from wsgipool.urls import parse_url, scrub
 
 # -- parse_url -------------------------------------------------------------------------------
 
@@ -352,3 +352,205 @@ def test_an_at_in_the_query_never_unmasks_a_secret(url):
 def test_ipv6_host_with_an_at_in_the_query_is_valid():
     pool = Pool("postgresql://[::1]/test?application_name=a@b")
     assert pool.stats()["connects"] == 0
+
+
+# -- brackets in a password (issue 13, item 11) ------------------------------------------------
+
+
+@pytest.mark.parametrize("password", [
+    pytest.param("zq[kwvx", id="open"),
+    pytest.param("zq]kwvx", id="close"),
+    pytest.param("zq[kw]vx", id="pair"),
+    pytest.param("[zqkwvx]", id="whole"),
+])
+def test_bracket_in_password_is_taken_as_libpq_takes_it(password):
+    """libpq reads a raw [ or ] in the password as part of it; so do we, and urllib's
+    complaint about the host (which quoted the text between brackets) is never raised."""
+    url = f"postgresql://app:{password}@db.invalid:5433/app"
+    parsed = parse_url(url)
+    assert (parsed.username, parsed.password, parsed.host, parsed.port) == (
+        "app", password, "db.invalid", 5433)
+    pool = Pool(url)
+    try:
+        assert pool.name == "postgresql://app:***@db.invalid:5433/app"
+        assert pool.stats()["connects"] == 0
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("postgresql://app:zq[kw]vx#x@db/app", id="bracket-and-hash"),
+    pytest.param("postgresql://app:zq[kw]vx/x@db/app", id="bracket-and-slash"),
+    pytest.param("postgresql://app:zq[kw]vx@[db/app", id="unclosed-host-bracket"),
+    pytest.param("postgresql://app:5432/kw@db/app", id="digits-then-slash"),
+])
+def test_malformed_url_with_brackets_shows_no_part_of_the_password(url):
+    """Rejected or not, nothing between the : and the @ reaches the message."""
+    try:
+        Pool(url).close()
+        shown = ""
+    except ConfigurationError as exc:
+        shown = str(exc)
+    for part in ("zq", "kw", "vx", "5432"):
+        assert part not in shown
+
+
+def test_bracket_in_password_reaches_mariadb(mariadb, pools):
+    """A password with raw brackets logs in: the whole of it reaches the server."""
+    admin = mariadb.admin()
+    cursor = admin.cursor()
+    user = f"wsgp_{os.getpid()}_b"
+    hosts = ("%", "localhost")
+    try:
+        for host in hosts:
+            cursor.execute(f"CREATE OR REPLACE USER '{user}'@'{host}' IDENTIFIED BY 'p[a]ss'")
+        server = parse_url(mariadb.url)
+        pool = pools(f"mysql://{user}:p[a]ss@{server.host}:{server.port or 3306}/",
+                     max_size=1)
+        with pool.connection() as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT CURRENT_USER()")
+            assert cur.fetchone()[0].split("@")[0] == user
+            conn.rollback()
+        assert pool.stats()["connects"] == 1
+    finally:
+        for host in hosts:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
+        admin.close()
+
+
+# -- connect errors are redacted by position, not by searching (issue 13, item 11) -------------
+
+
+def _refusal(pools, url, caplog):
+    """The ConnectError and the log line a refused connect gives, and the driver's text."""
+    pool = pools(url, max_size=1)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="wsgipool.pool"):
+        with pytest.raises(ConnectError) as caught:
+            pool.checkout()
+    assert pool.stats()["connect_errors"] == 1
+    logged = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(logged) == 1
+    return str(caught.value), logged[0], str(caught.value.__cause__).strip(), pool.name
+
+
+def _without_name(text, name):
+    assert name in text
+    return text.replace(name, "<pool>")
+
+
+@pytest.mark.parametrize("password, database", [
+    pytest.param("same", "same", id="password-is-the-database-name"),
+    pytest.param("e", "nosuchdatabase", id="one-letter-password"),
+    pytest.param("database", "nosuchdb", id="password-is-a-word-of-the-message"),
+])
+def test_postgresql_refusal_does_not_depend_on_the_password(any_postgresql, pools, caplog,
+                                                            password, database):
+    """PostgreSQL (trust auth) refuses an unknown database; the message and the log line
+    are the driver's own text, the same whatever the password: masking the password's
+    text wherever it occurs showed 'database "***"', or garbled every word with an e."""
+    server = parse_url(any_postgresql.url)
+    scheme = any_postgresql.url.split("://")[0]
+    if database == "same":
+        database = password = f"nosuchdb_{os.getpid()}"
+    base = f"{scheme}://{server.username}:{{}}@{server.host}:{server.port}/{database}"
+    error, logged, driver_text, name = _refusal(pools, base.format(password), caplog)
+    assert "does not exist" in driver_text
+    assert error == f"cannot connect to {name}: {driver_text}"
+    assert logged == error
+    other_error, other_logged, _, other_name = _refusal(pools, base.format("Qx9"), caplog)
+    assert _without_name(error, name) == _without_name(other_error, other_name)
+    assert _without_name(logged, name) == _without_name(other_logged, other_name)
+
+
+def test_mariadb_refusal_does_not_depend_on_the_password(any_mariadb, pools, caplog):
+    """MariaDB refuses a database the user may not use, and a wrong password: the
+    message is the driver's own text ('using password: YES' included), never masked
+    where the password's text happens to be the user, the database or a word."""
+    admin = any_mariadb.admin()
+    cursor = admin.cursor()
+    user = f"wsgp_{os.getpid()}_r"
+    hosts = ("%", "localhost")
+    server = parse_url(any_mariadb.url)
+    scheme = any_mariadb.url.split("://")[0]
+    where = f"{server.host}:{server.port or 3306}"
+    try:
+        for host in hosts:
+            cursor.execute(f"CREATE OR REPLACE USER '{user}'@'{host}' IDENTIFIED BY '{user}'")
+        # The right password, equal to the user and to a database it may not use.
+        error, logged, driver_text, name = _refusal(
+            pools, f"{scheme}://{user}:{user}@{where}/{user}", caplog)
+        assert f"to database '{user}'" in driver_text
+        assert error == logged == f"cannot connect to {name}: {driver_text}"
+        # Wrong passwords: one letter, a word of the message, a long one: one message.
+        seen = set()
+        for wrong in ("e", "denied", "an-unrelated-wrong-password"):
+            error, logged, driver_text, name = _refusal(
+                pools, f"{scheme}://{user}:{wrong}@{where}/", caplog)
+            assert "using password: YES" in driver_text
+            assert error == logged == f"cannot connect to {name}: {driver_text}"
+            seen.add(_without_name(error, name))
+        assert len(seen) == 1
+    finally:
+        for host in hosts:
+            cursor.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
+        admin.close()
+
+
+@pytest.mark.parametrize("message, shown", [
+    pytest.param("invalid dsn: host=h password=hunter2 dbname=d",
+                 "invalid dsn: host=h password=*** dbname=d", id="conninfo"),
+    pytest.param("host=h password='hun ter\\'2' dbname=d", "host=h password=*** dbname=d",
+                 id="conninfo-quoted"),
+    pytest.param("host=h sslpassword = hunter2", "host=h sslpassword = ***",
+                 id="conninfo-sslpassword-spaced"),
+    pytest.param("cannot open postgresql://u:hunter2@h/db today",
+                 "cannot open postgresql://u:***@h/db today", id="url"),
+    pytest.param("bad 'mysql://u:hun@ter2@h/db?passwd=hunter2&x=1'",
+                 "bad 'mysql://u:***@h/db?passwd=***&x=1'", id="url-quoted"),
+    pytest.param("connect({'host': 'h', 'password': 'hunter2', 'db': 'd'})",
+                 "connect({'host': 'h', 'password': '***', 'db': 'd'})", id="dict-repr"),
+    pytest.param("connect(host='h', passwd='hunter2')", "connect(host='h', passwd=***)",
+                 id="kwargs-repr"),
+    pytest.param("(1045, \"Access denied for user 'u'@'h' (using password: YES)\")",
+                 "(1045, \"Access denied for user 'u'@'h' (using password: YES)\")",
+                 id="mysql-using-password-kept"),
+])
+def test_scrub_redacts_a_password_where_a_message_gives_it(message, shown):
+    """A URL's password field, a conninfo's password=, a repr's 'password': are masked
+    wherever they are, even when the secret is not known (connect= pools know none)."""
+    assert scrub(message) == shown
+    assert scrub(message, "hunter2") == shown
+
+
+@pytest.mark.parametrize("message, secret", [
+    pytest.param('FATAL:  database "nosuchdatabase" does not exist', "e", id="one-letter"),
+    pytest.param('FATAL:  database "nosuchdatabase" does not exist', "database",
+                 id="a-word"),
+    pytest.param('FATAL:  database "appdb" does not exist', "appdb", id="short-name"),
+])
+def test_scrub_leaves_text_that_only_looks_like_a_short_password(message, secret):
+    """A short password is never searched for: masking where its text occurs would tell
+    the reader what it is (and garble the message)."""
+    assert scrub(message, secret) == message
+
+
+def test_scrub_masks_a_long_secret_only_as_a_whole_token():
+    """The fallback for a driver that might quote a long secret in free text: masked as a
+    whole token, never inside a longer word."""
+    secret = "Zt7-quartz-Lamp-91"
+    assert scrub(f"server said: bad key {secret}.", secret) == "server said: bad key ***."
+    assert scrub(f"x{secret}y", secret) == f"x{secret}y"
+
+
+def test_driver_secrets_leave_out_what_the_url_shows():
+    """A password equal to the user, host, database or another option is shown by the
+    URL anyway; searching for it would only mask those and tell that they are equal."""
+    from wsgipool.drivers import make_driver
+
+    name = "nosuchdb_long_enough"
+    same = make_driver(f"postgresql://{name}:{name}@h/{name}")
+    assert same.secrets == ()
+    other = make_driver("postgresql://app:Zt7-quartz-Lamp-91@h/app?sslpassword=k")
+    assert other.secrets == ("Zt7-quartz-Lamp-91",)

@@ -52,6 +52,8 @@ class Driver:
 
     #: Scheme-less name shown in logs and ``repr()``.
     name = "dbapi"
+    #: ``state()`` says exactly whether a transaction is open (else: whether one may be).
+    exact_state = False
     #: What ``paramstyle`` the module's cursors use (PEP 249), when known.
     paramstyle: Optional[str] = None
 
@@ -73,7 +75,43 @@ class Driver:
         return UNKNOWN
 
     def rollback(self, conn: Any) -> None:
+        """End any transaction open on ``conn``, whatever mode the handler left it in."""
         conn.rollback()
+
+    def left_open(self, conn: Any) -> Optional[str]:
+        """Before the rollback of a returned connection: why the transaction left open
+        matters (it wrote, failed, or was begun explicitly), told from local state only;
+        ``None`` for the implicit transaction of plain DB-API use, which may only have read.
+        """
+        return None
+
+    def autocommit(self, conn: Any) -> Any:
+        """The connection's autocommit flag as the driver keeps it (``None``: unknown).
+
+        Read on every return, so it must be local: no round trip.
+        """
+        return None
+
+    def flags(self, conn: Any) -> Tuple[Any, ...]:
+        """The driver-side flags of a new connection, autocommit first, to restore later."""
+        return (self.autocommit(conn),)
+
+    def restore(self, conn: Any, flags: Tuple[Any, ...], everything: bool) -> None:
+        """Put autocommit (and with ``everything``, every flag) back to ``flags``."""
+
+    def fileno(self, conn: Any) -> Optional[int]:
+        """The socket the connection talks over, for the watchdog (``None``: none)."""
+        try:
+            return conn.fileno()
+        except Exception:  # no socket, or closed
+            return None
+
+    def session_reset_problem(self) -> Optional[str]:
+        """Why ``reset="session"`` cannot work here, or ``None`` when it can."""
+        if type(self).reset_session is Driver.reset_session:
+            return (f"is not available for {self.description}; "
+                    "pass reset=<a callable> that resets the session")
+        return None
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         """Whether ``exc``, raised using ``conn``, means the session is gone."""
@@ -182,10 +220,21 @@ def _parse_bool(key: str, value: str, url: DatabaseURL) -> bool:
 
 
 def _secrets(url: DatabaseURL) -> Tuple[str, ...]:
+    """The secrets ``scrub`` may also mask as whole tokens: long ones (see LONG_SECRET)
+    that are not also a part the URL shows (user, host, database, another value).
+
+    Masking a password that equals the database name would only tell the reader so.
+    """
+    from .urls import LONG_SECRET  # the shortest secret scrub searches for
+
     found = [url.password] + [
         value for key, value in url.query.items() if key.lower() in SECRET_KEYS
     ]
-    return tuple(secret for secret in found if secret)
+    shown = {url.scheme, url.username, url.host, str(url.port), url.path.lstrip("/")}
+    shown.update((url.host or "").split(","))
+    shown.update(value for key, value in url.query.items() if key.lower() not in SECRET_KEYS)
+    return tuple(secret for secret in found
+                 if secret and len(secret) >= LONG_SECRET and secret not in shown)
 
 
 def _first_line(exc: BaseException) -> str:

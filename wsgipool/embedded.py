@@ -1,7 +1,7 @@
 """Servers that embed Python (Apache's mod_wsgi and mod_python, uWSGI): what wsgipool
 does inside them, on its own.
 
-Nothing here needs calling: :mod:`wsgipool.pool` installs it when it is imported inside
+Nothing here needs calling: :mod:`wsgipool.process` installs it when it is imported inside
 one of them. What each runs when a process exits (observed by ``tests/test_apache.py``
 and ``tests/test_uwsgi.py`` on graceful stop, graceful restart or reload, and
 recycling):
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -45,27 +45,21 @@ def running_in() -> Optional[str]:
     return None
 
 
-def install() -> None:
-    """Inside such a server: close the pools at exit, and say each pool's budget."""
+def install(on_pool_created: List[Callable[["Pool"], None]],
+            close_all: Callable[[], None]) -> None:
+    """Inside such a server: close the pools at exit (``close_all``), and say each pool's
+    budget when it is made (appended to ``on_pool_created``)."""
     global _installed
     server = running_in()
     if server is None or _installed:
         return
     _installed = True
-    from . import pool as pool_module
-
     if server == "mod_python":
         from mod_python import apache  # type: ignore[import-not-found]
 
-        apache.register_cleanup(_close_at_child_exit)
+        apache.register_cleanup(lambda _data=None: close_all())
     _log_to_stderr_unless_configured()
-    pool_module.ON_POOL_CREATED.append(budget_line)
-
-
-def _close_at_child_exit(_data: object = None) -> None:
-    from .pool import close_process_pools
-
-    close_process_pools()
+    on_pool_created.append(budget_line)
 
 
 def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:

@@ -10,20 +10,31 @@ that serves the request (under gunicorn, one worker's). Prometheus text is serve
 ``?format=prometheus`` or to a client that accepts ``text/plain`` or OpenMetrics, as
 Prometheus scrapers do; JSON otherwise. Never expose it publicly: it tells anyone how
 busy the database is.
+
+Each pool's series carry a ``pool`` label: its name, unique among the live pools of the
+process. Prometheus rejects a scrape that repeats a series, so a second live pool with the
+same name (the same URL, or the same ``name=``) is labelled ``<name>#2`` (then ``#3``...),
+with a warning; give each pool its own ``name=`` to choose the labels yourself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence, Tuple, Union
 
+from . import pool as pool_module
 from .stats import BOUNDS
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
     from .pool import Pool
+
+log = logging.getLogger(__name__)
 
 # (stats key, metric name, type, help) for every plain figure.
 METRICS: Sequence[Tuple[str, str, str, str]] = (
@@ -54,9 +65,39 @@ HISTOGRAMS: Dict[str, Tuple[str, str]] = {
 DISCARDS = ("wsgipool_discards_total", "Connections discarded, by reason.")
 
 
+# Each pool's label, given once (at creation, else when first exported) and kept for its
+# life, so its series never change name; creation order decides who gets the plain name.
+_LABELS: "weakref.WeakKeyDictionary[Pool, str]" = weakref.WeakKeyDictionary()
+_LABELS_LOCK = threading.Lock()
+
+
+def pool_label(pool: "Pool") -> str:
+    """The ``pool`` label of ``pool``'s series: its name, made unique among live pools."""
+    label = _LABELS.get(pool)
+    if label is not None:
+        return label
+    with _LABELS_LOCK:
+        label = _LABELS.get(pool)
+        if label is None:
+            taken = {_LABELS.get(other) for other in pool_module.live_pools()
+                     if other is not pool}
+            label, count = pool.name, 1
+            while label in taken:
+                count += 1
+                label = f"{pool.name}#{count}"
+            _LABELS[pool] = label
+            if count > 1:
+                log.warning("another live pool is named %s: this one's metrics are labelled "
+                            "pool=%r; give each pool its own name=", pool.name, label)
+    return label
+
+
+pool_module.ON_POOL_CREATED.append(pool_label)
+
+
 def as_json(pools: Iterable["Pool"]) -> Dict[str, Any]:
-    """This process's pools' stats, keyed by pool name."""
-    return {"pid": os.getpid(), "pools": {pool.name: pool.stats() for pool in pools}}
+    """This process's pools' stats, keyed by :func:`pool_label` (the name, unless shared)."""
+    return {"pid": os.getpid(), "pools": {pool_label(pool): pool.stats() for pool in pools}}
 
 
 def as_prometheus(pools: Iterable["Pool"]) -> str:
@@ -65,7 +106,7 @@ def as_prometheus(pools: Iterable["Pool"]) -> str:
     kinds: Dict[str, Tuple[str, str]] = {}
     for pool in pools:
         stats = pool.stats()
-        label = f'pool="{_escape(pool.name)}"'
+        label = f'pool="{_escape(pool_label(pool))}"'
         for key, name, kind, text in METRICS:
             kinds[name] = (kind, text)
             samples.setdefault(name, []).append(f"{name}{{{label}}} {_number(stats[key])}")

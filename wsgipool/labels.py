@@ -10,10 +10,19 @@ from __future__ import annotations
 from typing import Any, Dict
 
 
+# A client's CR, LF (a server decodes %0D%0A in the path) or other control character
+# must not start a forged line in a log: each is shown escaped, and so is a backslash.
+_ESCAPES = {code: "\\x%02x" % code for code in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({ord("\r"): "\\r", ord("\n"): "\\n", ord("\t"): "\\t",
+                 ord("\\"): "\\\\", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
 def request_line(environ: Dict[str, Any]) -> str:
-    """``GET /script/path``: how logs name a request, never with its query string."""
-    return "%s %s" % (environ.get("REQUEST_METHOD", "?"),
+    """``GET /script/path``: how logs name a request, never with its query string, and
+    with control characters escaped."""
+    line = "%s %s" % (environ.get("REQUEST_METHOD", "?"),
                       environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    return line.translate(_ESCAPES)
 
 
 class RequestLabel:

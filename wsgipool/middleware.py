@@ -29,7 +29,9 @@ from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .labels import RequestLabel, request_line
 from .pool import Pool, PooledConnection
 from .exporters import StatsApp
-from .request import CONNECTIONS_KEY, DEFAULT, LazyConnection, RequestConnections
+from .request import (
+    CONNECTIONS_KEY, DEFAULT, ENVIRON_KEY, LazyConnection, RequestConnections,
+)
 from .settings import configured_databases, pool_from_environ, pool_from_settings
 
 if TYPE_CHECKING:
@@ -149,6 +151,7 @@ class PoolMiddleware:
             return self._unavailable(environ, start_response, exc)
         entry.holder = RequestLabel(environ)
         environ[self.environ_key] = entry.conn
+        environ[ENVIRON_KEY] = self.environ_key  # for wsgipool.connection(environ)
         environ[POOL_KEY] = pool
         waited = entry.waited
         environ["wsgipool.wait_ms"] = "%.3f" % (waited * 1e3) if waited else "0.000"
@@ -180,6 +183,7 @@ class PoolMiddleware:
         clock = environ["wsgipool.hold_ms"] = HoldClock()
         connections = environ[CONNECTIONS_KEY] = RequestConnections(self.pools, environ, clock)
         environ[POOL_KEY] = self.pool
+        environ[ENVIRON_KEY] = self.environ_key
         environ["wsgipool.wait_ms"] = "0.000"
         if self.lazy:
             environ[self.environ_key] = LazyConnection(connections)

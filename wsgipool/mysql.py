@@ -24,6 +24,8 @@ DISCONNECT_CODES = frozenset({2006, 2013, 2055, 4031, 1927, 1053})
 
 # COM_RESET_CONNECTION (MariaDB 10.2+, MySQL 5.7+); PyMySQL has no name for it.
 _COM_RESET_CONNECTION = 0x1F
+# The server's status flag "a transaction is open", in every OK and EOF packet.
+_SERVER_STATUS_IN_TRANS = 0x0001
 
 
 def _tracking(base: type, statement_methods: tuple) -> type:
@@ -107,6 +109,23 @@ class _MySQLDriver(SocketDriver):
     def bound_connect_time(self, seconds: int) -> None:
         self._options.setdefault("connect_timeout", seconds)
 
+    def autocommit(self, conn: Any) -> Any:
+        # Both read the server's own flag from the last reply: a SET autocommit=0 run as
+        # a statement shows too.
+        return conn.get_autocommit()
+
+    def flags(self, conn: Any) -> tuple:
+        return (conn.get_autocommit(), self._charset(conn))
+
+    def restore(self, conn: Any, flags: tuple, everything: bool) -> None:
+        if conn.get_autocommit() != flags[0]:
+            conn.autocommit(flags[0])
+        if everything and self._charset(conn) != flags[1]:
+            conn.set_character_set(flags[1])
+
+    def session_reset_problem(self) -> Optional[str]:
+        return None
+
     def state(self, conn: Any) -> int:
         if not conn.open:
             return CLOSED
@@ -122,10 +141,10 @@ class _MySQLDriver(SocketDriver):
             return exc.args[0]
         return None
 
-    def _restore_setup(self, conn: Any, charset: str, autocommit: bool) -> None:
-        """After a session reset, set up again what the driver set up at connect."""
+    def _restore_setup(self, conn: Any, charset: str) -> None:
+        """After a session reset, set up again what the driver set up at connect
+        (autocommit is the pool's to restore, to its connect-time value)."""
         conn.set_character_set(charset)
-        conn.autocommit(autocommit)
         if "sql_mode" in self._options:
             conn.query(f"SET SESSION sql_mode='{self._options['sql_mode']}'")
         if "init_command" in self._options:
@@ -150,6 +169,7 @@ class MySQLdbDriver(_MySQLDriver):
         super().__init__(connect or (lambda: tracked(**options)), url.redacted)
         self.secrets = _secrets(url)
         self._options = options
+        self._custom_connect = connect is not None
         import MySQLdb
 
         self._operational_error = MySQLdb.OperationalError
@@ -158,6 +178,16 @@ class MySQLdbDriver(_MySQLDriver):
         if not conn.open:  # closed by the handler: MySQLdb then raises 2006 too
             return False
         return self._code(exc) in DISCONNECT_CODES
+
+    @staticmethod
+    def _charset(conn: Any) -> str:
+        return conn.character_set_name()
+
+    def session_reset_problem(self) -> Optional[str]:
+        if "user" not in self._options and not self._custom_connect:
+            return (f"on {self.description} needs the user in the URL: mysqlclient "
+                    "resets a session by logging in again (COM_CHANGE_USER)")
+        return None
 
     def ping(self, conn: Any) -> None:
         conn.ping()  # COM_PING: a round trip that opens no transaction
@@ -170,10 +200,10 @@ class MySQLdbDriver(_MySQLDriver):
             return
         if "user" not in self._options:
             raise NotImplementedError("reset='session' on MariaDB needs the user in the URL")
-        charset, autocommit = conn.character_set_name(), conn.get_autocommit()
+        charset = conn.character_set_name()
         conn.change_user(self._options["user"], self._options.get("password", ""),
                          self._options.get("database"))
-        self._restore_setup(conn, charset, autocommit)
+        self._restore_setup(conn, charset)
 
 
 _TRACKED_MYSQLDB = None
@@ -210,12 +240,25 @@ class PyMySQLDriver(_MySQLDriver):
         pymysql = _import("pymysql", "pymysql", url)
         options = self._url_options(url)
         if PyMySQLDriver._TRACKED is None:
-            PyMySQLDriver._TRACKED = _tracking(pymysql.connections.Connection, ("query",))
-        tracked = PyMySQLDriver._TRACKED
-        super().__init__(connect or (lambda: tracked(**options)), url.redacted)
+            # begin() sends its BEGIN without query(): it opens a transaction too.
+            PyMySQLDriver._TRACKED = _tracking(pymysql.connections.Connection,
+                                               ("query", "begin"))
+        self._tracked = PyMySQLDriver._TRACKED
+        super().__init__(connect or self._connect_pymysql, url.redacted)
         self.secrets = _secrets(url)
         self._options = options
         self._operational_error = pymysql.OperationalError
+
+    def _connect_pymysql(self) -> Any:
+        # PyMySQL's connect_timeout bounds only the TCP connect; the handshake that follows
+        # reads with read_timeout, None by default: a stalled server would hang it. Bound
+        # the handshake by connect_timeout too, then read without a limit, as asked.
+        options = self._options
+        if "read_timeout" in options or "connect_timeout" not in options:
+            return self._tracked(**options)
+        conn = self._tracked(read_timeout=options["connect_timeout"], **options)
+        conn._read_timeout = None  # the next read sets the socket's timeout back
+        return conn
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         # A handler's close() makes PyMySQL raise InterfaceError, never these codes.
@@ -224,7 +267,17 @@ class PyMySQLDriver(_MySQLDriver):
     def state(self, conn: Any) -> int:
         if not conn.open and not conn._closed:  # PyMySQL dropped the socket: lost
             return BROKEN
-        return super().state(conn)
+        state = super().state(conn)
+        if state == UNKNOWN and getattr(conn, "_wsgipool_dirty", None) is not None:
+            # Autocommit, and a statement ran: PyMySQL keeps the server's own "in
+            # transaction" flag, which an explicit BEGIN or begin() sets.
+            return DIRTY if conn.server_status & _SERVER_STATUS_IN_TRANS else IDLE
+        return state
+
+    def left_open(self, conn: Any) -> Optional[str]:
+        if conn.get_autocommit():
+            return "a transaction begun explicitly in autocommit mode"
+        return None  # only a statement ran: a read and a write look the same
 
     def ping(self, conn: Any) -> None:
         conn.ping(reconnect=False)  # COM_PING; never silently a new session
@@ -234,10 +287,18 @@ class PyMySQLDriver(_MySQLDriver):
         # and GET_LOCK locks, and sets session variables back to the server's defaults.
         if not getattr(conn, "_wsgipool_used", True):
             return
-        charset, autocommit = conn.charset, conn.autocommit_mode
+        charset = conn.charset
         conn._execute_command(_COM_RESET_CONNECTION, b"")
         conn._read_ok_packet()
-        self._restore_setup(conn, charset, bool(autocommit))
+        self._restore_setup(conn, charset)
+
+    @staticmethod
+    def _charset(conn: Any) -> str:
+        return conn.charset
+
+    def fileno(self, conn: Any) -> Optional[int]:
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else sock.fileno()
 
     def detach(self, conn: Any) -> None:
         sock = getattr(conn, "_sock", None)

@@ -3,6 +3,7 @@ source reject a bad value the same way, with a message naming the option."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Dict, Optional, Union
 
 from .drivers import make_driver
@@ -16,6 +17,13 @@ def _whole(option: str, value: Any, minimum: int) -> int:
     return value
 
 
+#: The longest checkout wait: a request that waited an hour for a connection is gone.
+MAX_TIMEOUT = 3600.0
+#: The longest of the optional limits: any wait on one must stay below what the platform
+#: can sleep (threading.TIMEOUT_MAX, else OverflowError); inf and None mean never.
+MAX_SECONDS = min(threading.TIMEOUT_MAX, 10 * 365 * 86400.0)
+
+
 def _seconds(option: str, value: Any, optional: bool = False) -> Optional[float]:
     if value is None and optional:
         return None
@@ -24,6 +32,14 @@ def _seconds(option: str, value: Any, optional: bool = False) -> Optional[float]
         raise TypeError(f"{option} must be {kinds}, not {type(value).__name__}")
     if not value > 0 or value != value or value == float("inf") and not optional:
         raise ConfigurationError(f"{option} must be a positive number of seconds, not {value}")
+    if value == float("inf"):
+        return None  # never: the same as None, so nothing waits an infinite time
+    most = MAX_SECONDS if optional else MAX_TIMEOUT
+    if value > most:
+        never = " (or None for never)" if optional else ""
+        raise ConfigurationError(
+            f"{option} must be at most {most:.0f} seconds{never}, not {value}"
+        )
     return float(value)
 
 
@@ -62,6 +78,7 @@ def _name(value: Any) -> Optional[str]:
 # How each option is checked, by name; the constructor and check_options() share them.
 CHECKS: Dict[str, Callable[[Any], Any]] = {
     "max_size": lambda value: _whole("max_size", value, minimum=1),
+    "min_size": lambda value: _whole("min_size", value, minimum=0),
     "timeout": lambda value: _seconds("timeout", value),
     "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
     "max_idle": lambda value: _seconds("max_idle", value, optional=True),

@@ -8,54 +8,70 @@ Usage::
 
 How it works, in short:
 
-* Connections open on demand (none at construction), up to ``max_size``, and idle ones
-  are reused most-recently-used first, so the rest age out under ``max_idle``.
+* Connections open on demand, up to ``max_size``, and idle ones are reused
+  most-recently-used first; the housekeeping thread closes those idle past ``max_idle``,
+  retires those past ``max_lifetime`` and keeps ``min_size`` open.
 * A checkout that finds nothing free queues; a returned connection, or the room left by
   a discarded one, goes straight to the oldest waiter. Nobody can overtake a waiter, so
   nobody starves.
-* On return an open transaction is rolled back, and a closed or broken connection is
-  discarded. The driver says which, from local state, so an idle return costs no round
-  trip.
+* On return, an open transaction is rolled back and the state checked again; autocommit
+  goes back to its connect-time value. A connection that cannot be made clean is
+  discarded. The driver reads the state locally, so an idle return costs no round trip.
+* Every round trip the pool makes itself is bounded by ``timeout`` (the watchdog), and
+  no exception, ``BaseException`` included, loses a slot or leaves the lock held.
 * After ``fork()`` the child forgets its parent's connections (making them unable to
   touch the parent's sessions) and opens its own.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
 import random
-import sys
 import threading
-import weakref
 from collections import deque
 from os import getpid
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
-from .drivers import BROKEN, CLOSED, DIRTY, IDLE, UNKNOWN, Driver, make_driver
+from .drivers import BROKEN, CLOSED, IDLE, UNKNOWN, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
-from .stats import PoolStats
+from .housekeeping import HOUSEKEEPER
 from .options import CHECKS as _CHECKS
+from .options import check_options  # noqa: F401  (re-exported: older imports use it)
+from .process import (  # noqa: F401  (re-exported for the server integrations)
+    ON_POOL_CREATED, adopt_lock, close_process_pools, live_pools, register,
+)
+from .stats import PoolStats
 from .urls import scrub
+from .watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)
 
 #: Why a connection left the pool; the keys of ``stats()["discard_reasons"]``.
 DISCARD_REASONS = (
     "broken", "closed", "rollback_failed", "reset_failed", "lifetime", "idle", "fork",
-    "leaked", "pool_closed",
+    "leaked", "pool_closed", "interrupted", "unresponsive",
 )
 # Routine retirements are logged at info; every other discard is a repair, a warning.
 _ROUTINE = frozenset({"lifetime", "idle", "pool_closed"})
 
 _NEVER = float("inf")
 
+# States a connection may be returned in once made clean: UNKNOWN is a driver that
+# cannot tell (a plain connect=), trusted after its rollback.
+_SETTLED = (IDLE, UNKNOWN)
+
 # Back-off between connection attempts while the database refuses them (seconds).
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
+
+# How a discarded connection leaves (see Pool._discard).
+_WAS_IDLE = 0  # taken from the idle list: its room is freed
+_RETURNED = 1  # it ends a checkout: counted as a return, its room freed
+_RETRY = 2  # it was being handed out: the checkout is taken back, its room kept to reopen
+_ABORTED = 3  # it was being handed out, and the checkout fails: taken back, room freed
 
 
 class PooledConnection:
@@ -65,9 +81,10 @@ class PooledConnection:
     """
 
     __slots__ = ("conn", "created", "expires", "returned", "checked_out", "waited",
-                 "generation", "holder", "warned_for")
+                 "generation", "holder", "warned_for", "flags")
 
-    def __init__(self, conn: Any, now: float, expires: float, generation: int) -> None:
+    def __init__(self, conn: Any, now: float, expires: float, generation: int,
+                 flags: Any) -> None:
         self.conn = conn
         self.created = now
         self.expires = expires
@@ -77,6 +94,7 @@ class PooledConnection:
         self.generation = generation
         self.holder: Any = None  # who holds it (opaque; str() names it in logs)
         self.warned_for = 0.0  # the checkout (its time) already warned about as held long
+        self.flags = flags  # the driver's connect-time flags; flags[0] is autocommit
 
     def __repr__(self) -> str:
         return f"<PooledConnection {self.conn!r}>"
@@ -93,7 +111,7 @@ class _Waiter:
         self.outcome: Any = _PENDING
 
 
-# Outcomes a waiter can be handed besides a PooledConnection.
+# Outcomes a waiter can be handed besides a PooledConnection (or an exception).
 _PENDING = object()  # still waiting
 _ROOM = object()  # no idle connection, but room to open one
 
@@ -105,8 +123,12 @@ class Pool:
     :param connect: a callable returning a new DB-API connection; with a URL it replaces
         how that driver connects, without a URL any DB-API module can be pooled.
     :param max_size: the most connections open at once in this process.
+    :param min_size: connections the housekeeping keeps open, idle or not: opened in
+        the background from the pool's creation (and in a forked child from its first
+        use), reopened when retired.
     :param timeout: seconds a checkout waits for a free connection before
-        :class:`~wsgipool.PoolTimeout`.
+        :class:`~wsgipool.PoolTimeout`; also the bound on each round trip the pool
+        makes itself (ping, rollback, reset) and, rounded up, on opening a connection.
     :param max_lifetime: seconds after which a connection is retired (each one between
         95% and 100% of this, so they do not all reconnect at once); ``None``: never.
     :param max_idle: seconds an idle connection may wait before it is closed; ``None``:
@@ -114,11 +136,13 @@ class Pool:
     :param pre_ping: ``True`` checks each connection is alive before handing it out; a
         number of seconds checks only connections idle at least that long.
     :param reset: what a returned connection goes through besides the rollback of an
-        open transaction: ``"rollback"`` nothing more; ``"session"`` the driver's full
-        session reset (PostgreSQL ``DISCARD ALL``, MariaDB ``COM_CHANGE_USER``, SQLite's
-        temporary tables dropped); or a callable given the connection.
+        open transaction and the restoring of autocommit: ``"rollback"`` nothing more;
+        ``"session"`` the driver's full session reset (PostgreSQL ``DISCARD ALL``,
+        MariaDB ``COM_RESET_CONNECTION``, SQLite's temporary tables dropped) and every
+        driver-side flag back to its connect-time value; or a callable given the
+        connection, which must leave no transaction open.
     :param hold_warning: seconds a checkout may hold its connection before one warning
-        names the request (checked on return, and while others wait); ``None``: never.
+        names its holder (checked on return, and while others wait); ``None``: never.
     :param name: a label for logs and stats; defaults to the redacted URL.
     :param transaction_pooling: the database side pools per transaction (PgBouncer with
         ``pool_mode = transaction``), so consecutive transactions may run on different
@@ -132,6 +156,7 @@ class Pool:
         *,
         connect: Optional[Callable[[], Any]] = None,
         max_size: int = 10,
+        min_size: int = 0,
         timeout: float = 10.0,  # seconds; below gunicorn's 30 s worker timeout
         max_lifetime: Optional[float] = 3600.0,  # seconds
         max_idle: Optional[float] = 600.0,  # seconds
@@ -142,6 +167,10 @@ class Pool:
         transaction_pooling: bool = False,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
+        self.min_size = _CHECKS["min_size"](min_size)
+        if min_size > max_size:
+            raise ConfigurationError(
+                f"min_size must be at most max_size ({max_size}), not {min_size}")
         self.timeout = _CHECKS["timeout"](timeout)
         self.max_lifetime = _CHECKS["max_lifetime"](max_lifetime)
         self.max_idle = _CHECKS["max_idle"](max_idle)
@@ -150,6 +179,7 @@ class Pool:
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
+        self._autocommit = self._driver.autocommit
         _CHECKS["reset"](reset)
         if _CHECKS["transaction_pooling"](transaction_pooling):
             if reset == "session":
@@ -160,11 +190,10 @@ class Pool:
                 )
             self._driver.use_transaction_pooling()
         self.transaction_pooling = transaction_pooling
-        if reset == "session" and type(self._driver).reset_session is Driver.reset_session:
-            raise ConfigurationError(
-                f"reset='session' is not available for {self._driver.description}; "
-                "pass reset=<a callable> that resets the session"
-            )
+        if reset == "session":
+            problem = self._driver.session_reset_problem()
+            if problem:
+                raise ConfigurationError(f"reset='session' {problem}")
         self.reset = reset
         # None: rollback only; else called on every return, after any rollback.
         self._session_reset: Optional[Callable[[Any], Any]] = (
@@ -181,10 +210,11 @@ class Pool:
         self._retry_at = 0.0  # while the database refuses: no new attempt before this
         self._backoff = 0.0
         self._init_process_state()
-        _LIVE_POOLS.add(self)
         log.info("pool %s created in pid %d (max_size=%d)", self.name, self._pid, self.max_size)
-        for announce in ON_POOL_CREATED:
-            announce(self)
+        register(self)
+        if self.min_size:  # open them now, in the background
+            self._housekept = True
+            HOUSEKEEPER.watch(self)
 
     def _init_process_state(self) -> None:
         """Everything that belongs to one process: its lock, its connections, its queue.
@@ -196,6 +226,8 @@ class Pool:
         self._all: Set[PooledConnection] = set()
         self._waiters: Deque[_Waiter] = deque()
         self._size = 0  # connections open or being opened
+        self._opening = 0  # of those, being opened (counted in no checkout yet)
+        self._housekept = False  # the housekeeping looks after this pool in this process
         # Checkouts abandoned by garbage collection, which may run while this thread
         # holds the lock: discarded later, by the next checkout, return or stats().
         self._leaked: Deque[PooledConnection] = deque()
@@ -225,28 +257,33 @@ class Pool:
             self._adopt_process()
         if self._leaked:
             self._reap_leaked()
-        lock = self._lock
-        lock.acquire()
-        idle = self._idle
-        if idle:  # the hot path: reuse the most recently returned connection
-            entry = idle.pop()
-            stats = self._stats
-            stats.checkouts += 1
-            in_use = self._size - len(idle)
-            if in_use > stats.peak_in_use:
-                stats.peak_in_use = in_use
-            lock.release()
-            now = entry.checked_out = monotonic()
-            entry.waited = 0.0
-            if (now < entry.expires and not self.pre_ping
-                    and (self.max_idle is None or now - entry.returned <= self.max_idle)):
-                return entry
-        else:
-            deadline = monotonic() + (self.timeout if timeout is None else timeout)
-            entry = self._reserve_or_wait(deadline)  # releases the lock
-            if entry is _ROOM:
+        with self._lock:
+            idle = self._idle
+            if idle:  # the hot path: reuse the most recently returned connection
+                entry = idle.pop()
+                stats = self._stats
+                stats.checkouts += 1
+                in_use = self._size - self._opening - len(idle)
+                if in_use > stats.peak_in_use:
+                    stats.peak_in_use = in_use
+                outcome: Any = entry
+            else:
+                outcome = self._reserve_or_queue()
+        if outcome is _ROOM:
+            return self._open()
+        if outcome.__class__ is _Waiter:
+            outcome = self._wait(outcome, self.timeout if timeout is None else timeout)
+            if outcome is _ROOM:
                 return self._open()
-        if self._still_good(entry, entry.checked_out):
+        else:
+            outcome.checked_out = monotonic()
+            outcome.waited = 0.0
+        entry = outcome
+        now = entry.checked_out
+        if (now < entry.expires and not self.pre_ping
+                and (self.max_idle is None or now - entry.returned <= self.max_idle)):
+            return entry
+        if self._still_good(entry, now):
             return entry
         # Stale or dead: its room is still ours, so a waiter handed it keeps its place
         # instead of queueing again behind everyone.
@@ -256,112 +293,130 @@ class Pool:
         """With the lock held: a connection is handed to a caller."""
         stats = self._stats
         stats.checkouts += 1
-        in_use = self._size - len(self._idle)
+        in_use = self._size - self._opening - len(self._idle)
         if in_use > stats.peak_in_use:
             stats.peak_in_use = in_use
 
-    def _reserve_or_wait(self, deadline: float) -> Any:
-        """With the lock held: take room for a new connection, or queue. Releases the lock."""
+    def _reserve_or_queue(self) -> Any:
+        """With the lock held, nothing idle: take room for a new connection, or queue."""
         if self._closed:
-            self._lock.release()
             raise PoolClosed(f"pool {self.name} is closed")
         if self._size < self.max_size and not self._waiters:
             self._size += 1
-            self._lock.release()
+            self._opening += 1
             return _ROOM
-        started = monotonic()
-        held_long = self._long_holders(started) if self.hold_warning is not None else ()
         waiter = _Waiter()
         self._waiters.append(waiter)
         stats = self._stats
         if len(self._waiters) > stats.peak_waiting:
             stats.peak_waiting = len(self._waiters)
-        self._lock.release()
-        for entry, request in held_long:  # logged outside the lock: handlers may block
-            self._log_held(entry, started, request)
+        return waiter
+
+    def _wait(self, waiter: _Waiter, timeout: float) -> Any:
+        """Wait in the queue for a connection or room; whatever interrupts the wait, what
+        the waiter was handed goes on to the next one."""
+        started = monotonic()
         try:
-            got = waiter.ready.acquire(timeout=max(0.0, deadline - started))
+            if self.hold_warning is not None:
+                self._warn_long_holders(started)
+            waiter.ready.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
+            now = monotonic()
+            stats = self._stats
+            with self._lock:
+                if waiter.outcome is _PENDING:  # nobody served us: leave the queue
+                    self._waiters.remove(waiter)
+                    stats.timeouts += 1
+                    raise PoolTimeout(
+                        f"no connection free in pool {self.name} after "
+                        f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
+                    )
+                stats.wait.add(now - started)
+            outcome = waiter.outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is not _ROOM:
+                outcome.checked_out = now
+                outcome.waited = now - started
+            return outcome
+        except (PoolTimeout, PoolClosed):
+            raise
         except BaseException:  # interrupted (gevent.Timeout, KeyboardInterrupt...)
             self._leave_queue(waiter)
             raise
-        now = monotonic()
-        with self._lock:
-            if not got and waiter.outcome is _PENDING:  # nobody served us: leave the queue
-                self._waiters.remove(waiter)
-                stats.timeouts += 1
-                raise PoolTimeout(
-                    f"no connection free in pool {self.name} after {now - started:.3f} s "
-                    f"(max_size={self.max_size}, all in use)"
-                )
-            stats.wait.add(now - started)
-        outcome = waiter.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if outcome is not _ROOM:
-            outcome.checked_out = now
-            outcome.waited = now - started
-        return outcome
 
     def _leave_queue(self, waiter: _Waiter) -> None:
         """A waiter gives up: leave the queue, or pass on whatever it was just handed."""
+        closing = None
         with self._lock:
-            outcome = waiter.outcome
+            outcome, waiter.outcome = waiter.outcome, None
             if outcome is _PENDING:
                 self._waiters.remove(waiter)
             elif outcome is _ROOM:
+                self._opening -= 1
                 self._free_room()
             elif isinstance(outcome, PooledConnection):
                 self._stats.checkouts -= 1
-                if self._waiters and not self._closed:
+                if self._closed:
+                    closing = outcome
+                elif self._waiters:
                     self._count_checkout()
                     self._hand_over(outcome)
                 else:
                     self._idle.append(outcome)
+        if closing is not None:
+            self._discard(closing, "pool_closed", how=_WAS_IDLE)
 
-    def _long_holders(self, now: float) -> List[Any]:
-        """With the lock held, all connections busy: the checkouts held too long, not yet
-        warned about, each with its request (read now: it changes when returned)."""
-        idle = set(self._idle)
+    def _warn_long_holders(self, now: float) -> None:
+        """Name the checkouts held longer than ``hold_warning``, once each, while others
+        wait; read under the lock, logged outside it (handlers may block)."""
         found = []
-        for entry in self._all:
-            if (entry not in idle and now - entry.checked_out > self.hold_warning
-                    and entry.warned_for != entry.checked_out):  # once per checkout
-                entry.warned_for = entry.checked_out
-                found.append((entry, entry.holder))
-        return found
+        with self._lock:
+            idle = set(self._idle)
+            for entry in self._all:
+                if (entry not in idle and now - entry.checked_out > self.hold_warning
+                        and entry.warned_for != entry.checked_out):  # once per checkout
+                    entry.warned_for = entry.checked_out
+                    found.append((entry, entry.holder))
+        for entry, holder in found:
+            self._log_held(entry, now, holder)
 
-    def _warn_held(self, entry: PooledConnection, now: float) -> None:
-        if entry.warned_for != entry.checked_out:  # once per checkout
-            entry.warned_for = entry.checked_out
-            self._log_held(entry, now, entry.holder)
-
-    def _log_held(self, entry: PooledConnection, now: float, request: Any) -> None:
+    def _log_held(self, entry: PooledConnection, now: float, holder: Any) -> None:
         log.warning("a connection to %s has been held for %.1f s (hold_warning=%.1f s)%s",
                     self.name, now - entry.checked_out, self.hold_warning,
-                    _describe_holder(request))
+                    _describe_holder(holder))
 
     def _still_good(self, entry: PooledConnection, now: float) -> bool:
         """Discard a connection just taken from the pool if it is stale or dead; its room
         stays reserved for the caller."""
         idle_for = now - entry.returned
         if self.max_idle is not None and idle_for > self.max_idle:
-            self._discard(entry, "idle", checking_out=True)
+            self._discard(entry, "idle", how=_RETRY)
             return False
         if now >= entry.expires:
-            self._discard(entry, "lifetime", checking_out=True)
+            self._discard(entry, "lifetime", how=_RETRY)
             return False
         if self.pre_ping is True or (self.pre_ping and idle_for >= self.pre_ping):
+            guard = WATCHDOG.start(self._driver.fileno(entry.conn), self.timeout)
             try:
                 self._driver.ping(entry.conn)
             except Exception as exc:
-                self._discard(entry, "broken", exc, checking_out=True)
+                reason = "unresponsive" if WATCHDOG.finish(guard) else "broken"
+                self._discard(entry, reason, exc, how=_RETRY)
+                return False
+            except BaseException as exc:
+                WATCHDOG.finish(guard)
+                self._discard(entry, "interrupted", exc, how=_ABORTED)
+                raise
+            if WATCHDOG.finish(guard):  # cut just as it answered: not to be trusted
+                self._discard(entry, "unresponsive", how=_RETRY)
                 return False
             with self._lock:
                 self._stats.pings += 1
         return True
 
-    def _open(self) -> PooledConnection:
-        """Open a connection in the room already reserved for it (``_size`` counts it)."""
+    def _open(self, for_checkout: bool = True) -> PooledConnection:
+        """Open a connection in the room already reserved for it (``_size`` and
+        ``_opening`` count it); hand it out, or with ``for_checkout=False`` make it idle."""
         generation = self._generation
         started = monotonic()
         try:
@@ -371,8 +426,10 @@ class Pool:
                     f"next attempt in {self._retry_at - started:.2f} s"
                 )
             conn = self._driver.connect()
+            flags = self._driver.flags(conn)
         except BaseException as exc:
             with self._lock:
+                self._opening -= 1
                 self._free_room()
                 if isinstance(exc, Exception) and not isinstance(exc, ConnectError):
                     self._stats.connect_errors += 1
@@ -390,92 +447,132 @@ class Pool:
         now = monotonic()
         lifetime = self.max_lifetime
         expires = now + lifetime * (1 - 0.05 * random.random()) if lifetime else _NEVER
-        entry = PooledConnection(conn, now, expires, generation)
+        entry = PooledConnection(conn, now, expires, generation, flags)
         entry.waited = now - started  # the connect itself
+        closing = False
         with self._lock:
             self._backoff = 0.0
+            self._opening -= 1
             self._all.add(entry)
             self._stats.connects += 1
             self._stats.connect_time.add(now - started)
-            self._count_checkout()
+            if for_checkout:
+                self._count_checkout()
+            elif self._closed or generation != self._generation:
+                closing = True
+            elif self._waiters:  # warmed for the pool, but someone is waiting: theirs
+                self._count_checkout()
+                self._hand_over(entry)
+            else:
+                self._idle.append(entry)
+            start_housekeeping = not self._housekept
+            self._housekept = True
+        if closing:
+            self._discard(entry, "pool_closed", how=_WAS_IDLE)
+        if start_housekeeping:
+            HOUSEKEEPER.watch(self)
         log.debug("opened a connection to %s (%d open)", self.name, self._size)
         return entry
 
     # -- checkin ----------------------------------------------------------------------
 
     def checkin(self, entry: PooledConnection) -> None:
-        """Give back a connection taken with :meth:`checkout`: reset it, then reuse or discard."""
+        """Give back a connection taken with :meth:`checkout`: make it clean, then reuse
+        or discard it."""
         if entry.generation != self._generation:
             return  # taken before a fork, in the parent's life: not ours to touch
         if self._leaked:
             self._reap_leaked()
+        conn = entry.conn
         try:
-            state = self._state(entry.conn)
+            state = self._state(conn)
+            clean = (state == IDLE and self._session_reset is None
+                     and self._autocommit(conn) == entry.flags[0])
         except Exception as exc:
-            return self._discard(entry, "broken", exc, returning=True)
-        if (state != IDLE or self._session_reset is not None) and not self._reset(entry, state):
+            return self._discard(entry, "broken", exc, how=_RETURNED)
+        except BaseException as exc:
+            self._discard(entry, "interrupted", exc, how=_RETURNED)
+            raise
+        if not clean and not self._make_clean(entry, state):
             return  # discarded
         now = monotonic()
         if now >= entry.expires:
-            return self._discard(entry, "lifetime", returning=True)
+            return self._discard(entry, "lifetime", how=_RETURNED)
         if self.hold_warning is not None and now - entry.checked_out > self.hold_warning:
-            self._warn_held(entry, now)
+            if entry.warned_for != entry.checked_out:  # once per checkout
+                entry.warned_for = entry.checked_out
+                self._log_held(entry, now, entry.holder)
         entry.returned = now
         entry.holder = None
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%r returned to %s after %.3f ms", entry.conn, self.name,
+            log.debug("%r returned to %s after %.3f ms", conn, self.name,
                       (now - entry.checked_out) * 1e3)
-        lock = self._lock
-        lock.acquire()
-        stats = self._stats
-        stats.returns += 1
-        stats.hold.add(now - entry.checked_out)
-        if self._waiters or self._closed:
-            self._return_slow(entry)  # releases the lock
-        else:
-            self._idle.append(entry)
-            lock.release()
+        with self._lock:
+            stats = self._stats
+            stats.returns += 1
+            stats.hold.add(now - entry.checked_out)
+            if not self._closed:
+                if self._waiters:
+                    self._count_checkout()
+                    self._hand_over(entry)
+                else:
+                    self._idle.append(entry)
+                return
+        self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
 
-    def _reset(self, entry: PooledConnection, state: int) -> bool:
-        """Make a returned connection reusable: roll back, or discard it (``False``)."""
-        if state == CLOSED:
-            self._discard(entry, "closed", returning=True)
+    def _make_clean(self, entry: PooledConnection, state: int) -> bool:
+        """Roll back, reset and restore a returned connection, checking the state after
+        each step; discard it (``False``) if it cannot be made clean.
+
+        Each step is bounded by the watchdog, and whatever interrupts it (an exception of
+        any kind) discards the connection instead of losing its slot.
+        """
+        if state == CLOSED or state == BROKEN:
+            self._discard(entry, "closed" if state == CLOSED else "broken", how=_RETURNED)
             return False
-        if state == BROKEN:
-            self._discard(entry, "broken", returning=True)
+        driver = self._driver
+        conn = entry.conn
+        step = "rollback_failed"
+        warning = driver.left_open(conn) if state != IDLE else None
+        guard = WATCHDOG.start(driver.fileno(conn), self.timeout)
+        try:
+            if state != IDLE:
+                driver.rollback(conn)
+                if self._state(conn) not in _SETTLED:
+                    raise _StillInTransaction("still in a transaction after the rollback")
+            step = "reset_failed"
+            if self._session_reset is not None:
+                self._session_reset(conn)
+                if self._state(conn) != IDLE and not driver.exact_state:
+                    driver.rollback(conn)  # it cannot tell a SET from a transaction
+                if self._state(conn) not in _SETTLED:
+                    raise _StillInTransaction(
+                        "the reset left a transaction open; it must commit or roll back")
+            driver.restore(conn, entry.flags, self.reset == "session")
+        except Exception as exc:
+            reason = "unresponsive" if WATCHDOG.finish(guard) else step
+            if reason == step and driver.is_disconnect(conn, exc):
+                reason = "broken"
+            self._discard(entry, reason, exc, how=_RETURNED)
             return False
-        if state == DIRTY or state == UNKNOWN:
-            try:
-                self._driver.rollback(entry.conn)
-            except Exception as exc:
-                self._discard_failed(entry, "rollback_failed", exc)
-                return False
-            if state == DIRTY:  # known to be open: the handler forgot it; worth a warning
-                log.warning("rolled back a transaction left open on a connection to %s%s",
-                            self.name, _describe_holder(entry.holder))
+        except BaseException as exc:
+            WATCHDOG.finish(guard)
+            self._discard(entry, "interrupted", exc, how=_RETURNED)
+            raise
+        if WATCHDOG.finish(guard):  # cut just as it answered: not to be trusted
+            self._discard(entry, "unresponsive", how=_RETURNED)
+            return False
+        if state != IDLE:
+            # A handler that only read leaves psycopg2's implicit transaction open: normal
+            # DB-API use, so a debug line; a transaction the driver knows wrote, failed
+            # or was begun explicitly is a bug worth a warning.
+            log.log(logging.DEBUG if warning is None else logging.WARNING,
+                    "rolled back a transaction left open on a connection to %s%s%s",
+                    self.name, f" ({warning})" if warning else "",
+                    _describe_holder(entry.holder))
             with self._lock:
                 self._stats.rollbacks += 1
-        if self._session_reset is not None:
-            try:
-                self._session_reset(entry.conn)
-            except Exception as exc:
-                self._discard_failed(entry, "reset_failed", exc)
-                return False
         return True
-
-    def _discard_failed(self, entry: PooledConnection, reason: str, exc: Exception) -> None:
-        broken = self._driver.is_disconnect(entry.conn, exc)
-        self._discard(entry, "broken" if broken else reason, exc, returning=True)
-
-    def _return_slow(self, entry: PooledConnection) -> None:
-        """With the lock held: hand a returned connection to a waiter, or close it."""
-        if not self._closed:
-            self._count_checkout()
-            self._hand_over(entry)
-            self._lock.release()
-            return
-        self._lock.release()
-        self._discard(entry, "pool_closed")
 
     def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
         """Whether ``exc``, raised while using ``entry``, means its session is gone."""
@@ -500,11 +597,13 @@ class Pool:
                 entry = self._leaked.popleft()
             except IndexError:  # another thread took the last one
                 return
-            self._discard(entry, "leaked", returning=True)
+            self._discard(entry, "leaked", how=_RETURNED)
 
     def _hand_over(self, outcome: Any) -> None:
         """With the lock held: serve the oldest waiter a connection, or room to open one."""
         waiter = self._waiters.popleft()
+        if outcome is _ROOM:
+            self._opening += 1
         waiter.outcome = outcome
         waiter.ready.release()
 
@@ -516,37 +615,90 @@ class Pool:
             self._size -= 1
 
     def _discard(self, entry: PooledConnection, reason: str,
-                 exc: Optional[BaseException] = None, *,
-                 returning: bool = False, checking_out: bool = False) -> None:
-        """Close a connection for good and free its room.
+                 exc: Optional[BaseException] = None, *, how: int) -> None:
+        """Close a connection for good and account for it, whatever happens meanwhile.
 
-        ``returning``: it ends a checkout (counted as a return); ``checking_out``: it was
-        about to be handed out (the checkout is taken back, and the caller keeps the room
-        to open another).
+        ``how`` says where it was: idle (``_WAS_IDLE``), ending a checkout
+        (``_RETURNED``), or being handed out (``_RETRY``: the caller keeps the room to
+        open another; ``_ABORTED``: the checkout fails and the room is freed).
         """
-        level = logging.INFO if reason in _ROUTINE else logging.WARNING
-        if log.isEnabledFor(level):
-            cause = f": {scrub(str(exc).strip(), *self._driver.secrets)}" if exc else ""
-            log.log(level, "discarded a connection to %s (%s%s)%s", self.name,
-                    reason.replace("_", " "), cause, _describe_holder(entry.holder))
-        entry.holder = None
         try:
-            self._driver.close(entry.conn)
-        except Exception:  # already closed or broken: nothing more to free
-            pass
-        now = monotonic()
+            level = logging.INFO if reason in _ROUTINE else logging.WARNING
+            if log.isEnabledFor(level):
+                cause = f": {scrub(str(exc).strip(), *self._driver.secrets)}" if exc else ""
+                log.log(level, "discarded a connection to %s (%s%s)%s", self.name,
+                        reason.replace("_", " "), cause, _describe_holder(entry.holder))
+            entry.holder = None
+            try:
+                self._driver.close(entry.conn)
+            except Exception:  # already closed or broken: nothing more to free
+                pass
+        finally:
+            now = monotonic()
+            with self._lock:
+                stats = self._stats
+                self._all.discard(entry)
+                stats.discard_reasons[reason] += 1
+                stats.closes += 1
+                if how == _RETURNED:
+                    stats.returns += 1
+                    stats.hold.add(now - entry.checked_out)
+                    self._free_room()
+                elif how == _WAS_IDLE:
+                    self._free_room()
+                else:
+                    stats.checkouts -= 1
+                    if how == _RETRY:
+                        self._opening += 1
+                    else:
+                        self._free_room()
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def housekeep(self, now: float) -> Optional[float]:
+        """Close idle connections past ``max_idle`` or ``max_lifetime``, open up to
+        ``min_size``; return when next to be called (``None``: closed, nothing more).
+
+        Called by the housekeeping thread (:mod:`wsgipool.housekeeping`).
+        """
+        if self._closed or self._pid != os.getpid():
+            return None
+        max_idle = self.max_idle
+        due = _NEVER
         with self._lock:
-            stats = self._stats
-            self._all.discard(entry)
-            stats.discard_reasons[reason] += 1
-            stats.closes += 1
-            if returning:
-                stats.returns += 1
-                stats.hold.add(now - entry.checked_out)
-            if checking_out:
-                stats.checkouts -= 1
+            keep, retire = [], []
+            for entry in self._idle:
+                if now >= entry.expires:
+                    retire.append((entry, "lifetime"))
+                elif max_idle is not None and now - entry.returned >= max_idle:
+                    retire.append((entry, "idle"))
+                else:
+                    keep.append(entry)
+                    due = min(due, entry.expires,
+                              _NEVER if max_idle is None else entry.returned + max_idle)
+            if retire:
+                self._idle[:] = keep
+            missing = self.min_size - self._size if not self._waiters else 0
+            if missing > 0 and monotonic() >= self._retry_at:
+                self._size += missing
+                self._opening += missing
             else:
-                self._free_room()
+                missing = 0
+        for entry, reason in retire:
+            self._discard(entry, reason, how=_WAS_IDLE)
+        for _ in range(missing):
+            try:
+                self._open(for_checkout=False)
+            except Exception:  # logged by _open; the back-off paces the next attempt
+                due = min(due, self._retry_at)
+        # Look again within a tenth of either limit, so a connection returned after this
+        # look is still closed within 110 % of it.
+        for limit in (max_idle, self.max_lifetime):
+            if limit is not None:
+                due = min(due, now + 0.1 * limit)
+        if self.min_size and self._size < self.min_size:
+            due = min(due, max(self._retry_at, monotonic() + 0.1))
+        return due
 
     # -- whole pool ---------------------------------------------------------------------
 
@@ -559,7 +711,7 @@ class Pool:
         with self._lock:
             return self._stats.snapshot(
                 max_size=self.max_size, size=self._size, idle=len(self._idle),
-                waiting=len(self._waiters),
+                waiting=len(self._waiters), opening=self._opening,
             )
 
     def histograms(self) -> Dict[str, Dict[str, Any]]:
@@ -570,7 +722,10 @@ class Pool:
             return self._stats.histograms()
 
     def close(self) -> None:
-        """Close idle connections now and the rest as they return; refuse new checkouts."""
+        """Close idle connections now and the rest as they return; refuse new checkouts.
+
+        It waits for no server: closing a connection only sends a goodbye.
+        """
         if self._pid != os.getpid():
             self._adopt_process()
         with self._lock:
@@ -580,9 +735,11 @@ class Pool:
             idle, self._idle = self._idle, []
             while self._waiters:
                 self._hand_over(PoolClosed(f"pool {self.name} was closed"))
-        for entry in idle:
-            self._discard(entry, "pool_closed")
-        log.info("pool %s closed in pid %d", self.name, self._pid)
+        try:
+            for entry in idle:
+                self._discard(entry, "pool_closed", how=_WAS_IDLE)
+        finally:
+            log.info("pool %s closed in pid %d", self.name, self._pid)
 
     # -- fork ---------------------------------------------------------------------------
 
@@ -603,7 +760,7 @@ class Pool:
 
     def _adopt_process(self) -> None:
         """First use in a new process (forked, with or without fork hooks): start afresh."""
-        with _ADOPT_LOCK:
+        with adopt_lock():
             if self._pid == os.getpid():
                 return
             if self._all:  # no fork hook ran (uWSGI without --enable-threads, ...)
@@ -615,6 +772,10 @@ class Pool:
             self._inherited = 0
             self._init_process_state()
             log.info("pool %s adopted by pid %d after fork", self.name, self._pid)
+
+
+class _StillInTransaction(Exception):
+    """A returned connection is still inside a transaction after it was made clean."""
 
 
 class _Lease:
@@ -639,49 +800,3 @@ class _Lease:
 
 def _describe_holder(holder: Any) -> str:
     return f", {holder}" if holder is not None else ""
-
-
-# -- process lifecycle ------------------------------------------------------------------
-
-# Called with each new pool (a server integration's startup line).
-ON_POOL_CREATED: List[Callable[["Pool"], None]] = []
-# Every pool alive in this process, for the fork hook and the exit handler.
-_LIVE_POOLS: "weakref.WeakSet[Pool]" = weakref.WeakSet()
-# Serialises the adoption of pools by a new process whose threads race to first use.
-_ADOPT_LOCK = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _ADOPT_LOCK
-    _ADOPT_LOCK = threading.Lock()  # a parent thread may have held it at the fork
-    for pool in list(_LIVE_POOLS):
-        pool._forget_parent()
-
-
-def close_process_pools() -> None:
-    """Close every pool this process opened; make any inherited from a parent harmless.
-
-    Runs at exit and from server hooks (gunicorn's ``worker_exit``); safe to call twice.
-    """
-    for pool in list(_LIVE_POOLS):
-        if pool._pid == os.getpid():
-            try:
-                pool.close()
-            except Exception:  # exiting anyway; the server will see the socket close
-                log.debug("closing pool %s failed", pool.name, exc_info=True)
-        else:
-            pool._forget_parent()
-
-
-def live_pools() -> List[Pool]:
-    """The pools alive in this process (for hooks, logs and exporters)."""
-    return [pool for pool in list(_LIVE_POOLS) if not pool._closed]
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(close_process_pools)
-if {"mod_wsgi", "_apache", "uwsgi"} & set(sys.modules):  # a server embedding Python
-    from . import embedded
-
-    embedded.install()  # mod_python runs no atexit handler: register the same one with it

@@ -13,11 +13,60 @@ from .drivers import (
     BROKEN, CLOSED, DIRTY, IDLE, SocketDriver, _first_line, _import, _parse_bool, _secrets,
 )
 from .errors import ConfigurationError
-from .urls import DatabaseURL
+from .urls import DatabaseURL, scrub
 
 # SQLSTATEs that mean the session is gone: class 08 (connection exception), and
 # 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
 _GONE_STATES = ("57P01", "57P02", "57P03")
+
+
+# Option values libpq refuses only when connecting (libpq 17/18, fe-connect.c; the
+# comparisons are case-sensitive except the TLS versions). An older libpq may still
+# refuse a newer value, when connecting.
+_LIBPQ_CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby",
+                             "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+}
+_TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+_LIBPQ_WHOLE_NUMBERS = ("connect_timeout", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout")
+
+
+def _check_libpq_values(options: Dict[str, Any], url: DatabaseURL) -> None:
+    """Refuse, naming the option and what it accepts, what libpq would refuse on every
+    connect (unknown options are libpq's own parser's to name)."""
+    where = f"in {url.redacted!r}"
+    for key, accepted in _LIBPQ_CHOICES.items():
+        if key in options and options[key] not in accepted:
+            raise ConfigurationError(
+                f"{key} must be one of {', '.join(accepted)}, not {options[key]!r}, {where}")
+    for key in ("ssl_min_protocol_version", "ssl_max_protocol_version"):
+        value = options.get(key)
+        if value and value.lower() not in [v.lower() for v in _TLS_VERSIONS]:
+            raise ConfigurationError(
+                f"{key} must be one of {', '.join(_TLS_VERSIONS)}, not {value!r}, {where}")
+    for key in _LIBPQ_WHOLE_NUMBERS:
+        value = str(options.get(key, "0")).strip()
+        if not value.lstrip("-").isdigit():
+            raise ConfigurationError(
+                f"{key} must be a whole number (of seconds, or a count), not "
+                f"{options[key]!r}, {where}")
+    ports = [p.strip() for p in str(options.get("port", "")).split(",")]
+    if any(p and not (p.isdigit() and 0 < int(p) < 65536) for p in ports):
+        raise ConfigurationError(
+            f"port must be a number from 1 to 65535 (or a comma-separated list of them, "
+            f"one per host), not {options['port']!r}, {where}")
+    hosts = str(options.get("host") or options.get("hostaddr") or "").split(",")
+    if len(ports) > 1 and len(ports) != len(hosts):
+        raise ConfigurationError(
+            f"port lists {len(ports)} ports for {len(hosts)} host(s): give one port for "
+            f"all, or one per host, {where}")
 
 
 def _libpq_options(url: DatabaseURL) -> Dict[str, Any]:
@@ -32,6 +81,9 @@ class _LibpqDriver(SocketDriver):
     """What psycopg2 and psycopg 3 share: libpq options, disconnects, DISCARD ALL."""
 
     name = "postgresql"
+    exact_state = True  # libpq reports the server's transaction status locally
+    # Driver-side flags besides autocommit, restored by reset="session".
+    _SESSION_FLAGS: tuple = ()
 
     def _check_libpq_options(self, options: Dict[str, Any], url: DatabaseURL,
                              parse: Callable[[Dict[str, Any]], Any],
@@ -40,8 +92,10 @@ class _LibpqDriver(SocketDriver):
             parse(options)
         except error as exc:
             raise ConfigurationError(
-                f"invalid connection option in {url.redacted!r}: {_first_line(exc)}"
+                f"invalid connection option in {url.redacted!r}: "
+                f"{scrub(_first_line(exc), *_secrets(url))}"
             ) from None
+        _check_libpq_values(options, url)
 
     def bound_connect_time(self, seconds: int) -> None:
         self._options.setdefault("connect_timeout", max(2, seconds))  # libpq's minimum
@@ -54,6 +108,35 @@ class _LibpqDriver(SocketDriver):
 
     def ping(self, conn: Any) -> None:
         self._run_outside_transaction(conn, "SELECT 1")
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+        if self._in_transaction(conn):
+            # In autocommit mode psycopg2's rollback() does nothing, yet a BEGIN the
+            # handler ran has opened a transaction: end it with a statement.
+            self._run_outside_transaction(conn, "ROLLBACK")
+
+    def autocommit(self, conn: Any) -> Any:
+        return conn.autocommit
+
+    def left_open(self, conn: Any) -> Optional[str]:
+        # libpq tells a failed transaction apart; nothing local tells a write from a read.
+        if conn.autocommit:
+            return "a transaction begun explicitly in autocommit mode"
+        if self._status(conn) == self._error_status:
+            return "a statement failed in it"
+        return None
+
+    def flags(self, conn: Any) -> tuple:
+        return (conn.autocommit,) + tuple(getattr(conn, flag) for flag in self._SESSION_FLAGS)
+
+    def restore(self, conn: Any, flags: tuple, everything: bool) -> None:
+        if conn.autocommit != flags[0]:
+            conn.autocommit = flags[0]
+        if everything:
+            for flag, value in zip(self._SESSION_FLAGS, flags[1:]):
+                if getattr(conn, flag) != value:
+                    setattr(conn, flag, value)
 
     def reset_session(self, conn: Any) -> None:
         # DISCARD ALL: RESET ALL (SET ROLE and set_config included), SET SESSION
@@ -93,7 +176,11 @@ class Psycopg2Driver(_LibpqDriver):
         self.secrets = _secrets(url)
         self._options = options
         self._idle_status = extensions.TRANSACTION_STATUS_IDLE
+        self._ready = extensions.STATUS_READY
+        self._error_status = extensions.TRANSACTION_STATUS_INERROR
         self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+    _SESSION_FLAGS = ("readonly", "isolation_level", "deferrable")
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         # psycopg2 marks the connection closed = 2 when it finds the session gone (1 is
@@ -103,7 +190,18 @@ class Psycopg2Driver(_LibpqDriver):
     def state(self, conn: Any) -> int:
         if conn.closed:  # 1: closed by a call to close(); 2: psycopg2 found it broken
             return CLOSED if conn.closed == 1 else BROKEN
-        return IDLE if conn.get_transaction_status() == self._idle_status else DIRTY
+        # Idle on the server, and psycopg2 agrees: after a COMMIT run as a statement it
+        # would still think a transaction open and send no BEGIN for the next one.
+        if conn.get_transaction_status() == self._idle_status and conn.status == self._ready:
+            return IDLE
+        return DIRTY
+
+    def _in_transaction(self, conn: Any) -> bool:
+        return conn.get_transaction_status() != self._idle_status
+
+    @staticmethod
+    def _status(conn: Any) -> int:
+        return conn.get_transaction_status()
 
 
 class PsycopgDriver(_LibpqDriver):
@@ -141,6 +239,7 @@ class PsycopgDriver(_LibpqDriver):
         self._own = own
         self._idle_status = TransactionStatus.IDLE
         self._unknown_status = TransactionStatus.UNKNOWN
+        self._error_status = TransactionStatus.INERROR
         self._connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
 
     @staticmethod
@@ -172,8 +271,17 @@ class PsycopgDriver(_LibpqDriver):
             )
         self._own["prepare_threshold"] = None
 
+    _SESSION_FLAGS = ("read_only", "isolation_level", "deferrable")
+
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         return bool(conn.broken) or self._lost(exc)
+
+    def _in_transaction(self, conn: Any) -> bool:
+        return conn.info.transaction_status != self._idle_status
+
+    @staticmethod
+    def _status(conn: Any) -> int:
+        return conn.info.transaction_status
 
     def state(self, conn: Any) -> int:
         if conn.closed:

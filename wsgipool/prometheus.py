@@ -12,6 +12,10 @@ and in ``gunicorn.conf.py`` import ``child_exit`` from here beside wsgipool's ho
 worker then mirrors its pools into prometheus_client's shared files once a second
 (:class:`MultiProcessMirror`, started by ``wsgipool.gunicorn.post_worker_init``).
 
+Series are labelled by pool (``pool="<name>"``); two live pools with one name are told
+apart as ``<name>#2`` (see :func:`wsgipool.exporters.pool_label`), because Prometheus
+rejects a scrape that repeats a series.
+
 prometheus_client is imported only here: wsgipool itself never needs it.
 """
 
@@ -24,7 +28,7 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .exporters import DISCARDS, HISTOGRAMS, METRICS
+from .exporters import DISCARDS, HISTOGRAMS, METRICS, pool_label
 from .pool import Pool, live_pools
 from .stats import BOUNDS
 
@@ -43,7 +47,7 @@ class PoolCollector:
         pools = self._pools if self._pools is not None else live_pools()
         families: Dict[str, Any] = {}
         for pool in pools:
-            stats, label = pool.stats(), [pool.name]
+            stats, label = pool.stats(), [pool_label(pool)]
             for key, name, kind, text in METRICS:
                 if name not in families:
                     family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
@@ -55,7 +59,7 @@ class PoolCollector:
             family = families.setdefault(
                 name, CounterMetricFamily(name[:-6], text, labels=["pool", "reason"]))
             for reason, count in stats["discard_reasons"].items():
-                family.add_metric([pool.name, reason], count)
+                family.add_metric(label + [reason], count)
             for key, data in pool.histograms().items():
                 name, text = HISTOGRAMS[key]
                 family = families.setdefault(
@@ -103,7 +107,7 @@ class MultiProcessMirror:
     def sync(self) -> None:
         """Push what changed in this process's pools since the last call."""
         for pool in live_pools():
-            stats, label = pool.stats(), pool.name
+            stats, label = pool.stats(), pool_label(pool)
             for key, name, kind, _ in METRICS:
                 if name in self._gauges:
                     self._gauges[name].labels(label).set(stats[key])

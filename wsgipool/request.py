@@ -9,6 +9,7 @@ A request that asks for nothing takes nothing.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 from .errors import PoolError
@@ -22,24 +23,34 @@ if TYPE_CHECKING:
 CONNECTIONS_KEY = "wsgipool.connections"
 #: The name of the middleware's own pool, the one behind ``environ["db.conn"]``.
 DEFAULT = "default"
+#: Where the middleware notes its ``environ_key`` (``"db.conn"`` unless told otherwise),
+#: so :func:`connection` and ``request.db`` find the connection wherever it was put.
+ENVIRON_KEY = "wsgipool.environ_key"
 
 
 class RequestConnections:
     """The connections of one request, by pool name; a read-only mapping.
 
     ``connections["reports"]`` is the driver's own connection object (so driver
-    functions that check its type accept it), checked out on first access.
+    functions that check its type accept it), checked out on first access; threads of
+    the request that reach for it at once all get the same one.
     """
 
-    __slots__ = ("_pools", "_entries", "_environ", "_clock", "_done")
+    # _environ is dropped when the request's connections go back: until then the
+    # environ holds this object (and the lazy stand-in), so this is a reference cycle
+    # that only the cyclic garbage collector would otherwise break.
+    __slots__ = ("_pools", "_entries", "_environ", "_clock", "_done", "_lock")
 
     def __init__(self, pools: Dict[str, Pool], environ: Dict[str, Any],
                  clock: "HoldClock") -> None:
         self._pools = pools
         self._entries: Dict[str, PooledConnection] = {}  # in checkout order
-        self._environ = environ
+        self._environ: Optional[Dict[str, Any]] = environ
         self._clock = clock
         self._done = False
+        # Threads of one request may reach for a connection at once: one checks out,
+        # the others wait for it and get the same one.
+        self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> Any:
         entry = self._entries.get(name)
@@ -49,15 +60,21 @@ class RequestConnections:
         if pool is None:
             raise KeyError(f"no database named {name!r}; this middleware has: "
                            f"{', '.join(self._pools)}")
-        if self._done:
-            raise PoolError(f"the response is closed: no connection to {name!r} any more")
-        entry = pool.checkout()
-        entry.holder = RequestLabel(self._environ)
-        self._entries[name] = entry
-        self._clock.start(entry.checked_out)
-        if entry.waited:
-            waited = float(self._environ.get("wsgipool.wait_ms", 0)) + entry.waited * 1e3
-            self._environ["wsgipool.wait_ms"] = "%.3f" % waited
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None:  # another thread of the request took it meanwhile
+                return entry.conn
+            environ = self._environ
+            if self._done or environ is None:
+                raise PoolError(f"the response is closed: no connection to {name!r} any more")
+            entry = pool.checkout()
+            entry.holder = RequestLabel(environ)
+            # A new dict, not an update: readers without the lock see whole ones.
+            self._entries = {**self._entries, name: entry}
+            self._clock.start(entry.checked_out)
+            if entry.waited:
+                waited = float(environ.get("wsgipool.wait_ms", 0)) + entry.waited * 1e3
+                environ["wsgipool.wait_ms"] = "%.3f" % waited
         return entry.conn
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -106,12 +123,13 @@ class RequestConnections:
 
     def release(self) -> None:
         """Give every connection back, the last taken first; the next one even if one fails."""
-        self._done = True
-        entries = self._entries
+        with self._lock:  # a checkout under way in another thread ends first
+            self._done = True
+            self._environ = None
+            entries, self._entries = self._entries, {}
         if not entries:  # lazy, and never used: the common case for such requests
             self._clock.stop()
             return
-        self._entries = {}
         error: Optional[BaseException] = None
         for name, entry in reversed(list(entries.items())):
             try:
@@ -123,8 +141,12 @@ class RequestConnections:
             raise error
 
     def abandon(self, _entry: Any = None) -> None:
-        """The response was never closed: let each pool discard its connection (from GC)."""
+        """The response was never closed: let each pool discard its connection (from GC).
+
+        No lock: the garbage collector may run in a thread that holds it.
+        """
         self._done = True
+        self._environ = None
         entries, self._entries = self._entries, {}
         for name, entry in entries.items():
             self._pools[name].abandon(entry)
@@ -133,7 +155,7 @@ class RequestConnections:
 class LazyConnection:
     """``environ["db.conn"]`` with ``lazy=True``: the connection, checked out on first use.
 
-    Attribute access goes to the real connection. Driver functions that check the type
+    Reading and setting attributes reach the real connection. Driver functions that check the type
     of their argument (``psycopg2.extensions.register_type``, ``psycopg2.extras``) need
     the real one: ``wsgipool.connection(environ)`` returns it. ``commit()``,
     ``rollback()`` and ``close()`` before any use do nothing: there is nothing to end.
@@ -147,6 +169,19 @@ class LazyConnection:
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._connections[self._name], attribute)
+
+    def __setattr__(self, attribute: str, value: Any) -> None:
+        # conn.row_factory = ..., conn.autocommit = True: set on the real connection.
+        if attribute in LazyConnection.__slots__:
+            object.__setattr__(self, attribute, value)
+        else:
+            setattr(self._connections[self._name], attribute, value)
+
+    def __delattr__(self, attribute: str) -> None:
+        if attribute in LazyConnection.__slots__:
+            object.__delattr__(self, attribute)
+        else:
+            delattr(self._connections[self._name], attribute)
 
     def _end(self, method: str) -> None:
         conn = self._connections.connection_if_taken(self._name)
@@ -186,7 +221,7 @@ def connection(environ: Dict[str, Any], name: str = DEFAULT) -> Any:
         raise KeyError(f"no database named {name!r}: the middleware was given no "
                        "databases={...}")
     try:
-        return environ["db.conn"]
+        return environ[environ.get(ENVIRON_KEY, "db.conn")]
     except KeyError:
         raise LookupError("no wsgipool connection in this environ: is the app wrapped "
                           "in PoolMiddleware?") from None

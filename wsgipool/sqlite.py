@@ -53,12 +53,37 @@ class SQLiteDriver(Driver):
             )
         if kind is bool:
             return _parse_bool(key, value, url)
+        if key == "isolation_level":  # sqlite3 refuses any other only when connecting
+            if value.lower() == "none":
+                return "None"  # autocommit: becomes None below
+            if value.upper() not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+                raise ConfigurationError(
+                    f"isolation_level must be DEFERRED, IMMEDIATE, EXCLUSIVE, empty (the "
+                    f"same as DEFERRED) or None (autocommit), not {value!r}, in {url.redacted!r}"
+                )
         try:
             return kind(value)
         except ValueError:
             raise ConfigurationError(
                 f"{key} must be a {kind.__name__}, not {value!r}, in {url.redacted!r}"
             ) from None
+
+    exact_state = True  # in_transaction is SQLite's own flag
+
+    def autocommit(self, conn: Any) -> Any:
+        return conn.isolation_level  # None: autocommit (before Python 3.12's autocommit)
+
+    def restore(self, conn: Any, flags: tuple, everything: bool) -> None:
+        if conn.isolation_level != flags[0]:
+            conn.isolation_level = flags[0]
+
+    def left_open(self, conn: Any) -> Optional[str]:
+        if conn.isolation_level is None:
+            return "a transaction begun explicitly in autocommit mode"
+        return "it wrote: sqlite3 opens a transaction only before a write"
+
+    def fileno(self, conn: Any) -> Optional[int]:
+        return None  # a file, no socket: nothing can stall
 
     def state(self, conn: Any) -> int:
         try:

@@ -118,16 +118,18 @@ class PoolStats:
                                    ("connect_seconds", self.connect_time, 0))
         }
 
-    def snapshot(self, *, max_size: int, size: int, idle: int, waiting: int) -> Dict[str, Any]:
+    def snapshot(self, *, max_size: int, size: int, idle: int, waiting: int,
+                 opening: int = 0) -> Dict[str, Any]:
         for histogram in (self.wait, self.hold, self.connect_time):
             histogram.fold()
-        in_use = size - idle
+        in_use = size - idle - opening  # a connection being opened is in no checkout yet
         discards = sum(self.discard_reasons.values())
         return {
             "max_size": max_size,
             "size": size,
             "in_use": in_use,
             "idle": idle,
+            "opening": opening,
             "waiting": waiting,
             "peak_in_use": self.peak_in_use,
             "peak_waiting": self.peak_waiting,

@@ -6,6 +6,7 @@ log lines) goes through :func:`redact_url` or :func:`scrub` first.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -44,22 +45,29 @@ def parse_url(url: str) -> DatabaseURL:
         raise ConfigurationError(
             f"not a database URL (expected scheme://...): {redacted!r}"
         )
+    # The authority ends at the first / ? or # (as urllib and libpq read it). The user
+    # name and password are split off here, so urllib never sees them: it would refuse a
+    # raw [ or ] in a password (libpq takes them), quoting what lies between.
+    rest = url[len(scheme) + 3:]
+    end = min([i for i in map(rest.find, "/?#") if i != -1] or [len(rest)])
+    netloc, after = rest[:end], rest[end:]
+    userinfo, at, hostport = netloc.rpartition("@")
+    # redact_url masks up to the last @ before the first =: an @ past the authority means
+    # a password holding a raw / ? or #. Say so without quoting any of it.
+    equals = rest.find("=") if "=" in rest else len(rest)
+    if ":" in netloc and rest.rfind("@", 0, equals) >= end:
+        raise ConfigurationError(
+            f"malformed database URL {redacted!r}: / ? and # in the user name or "
+            "password must be percent-encoded (%2F %3F %23)"
+        )
+    _check_one_host(scheme.lower(), hostport, redacted)
     try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # urllib's own complaint, e.g. "Invalid IPv6 URL"
-        raise ConfigurationError(f"malformed database URL {redacted!r}: {exc}") from None
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    after_host = url[len(scheme) + 3 + len(parts.netloc):]
-    if (not at and not parts.netloc.startswith("[")
-            and "@" in after_host.split("?", 1)[0].split("#", 1)[0]):
-        # "user:pa/ss@host": the / (or ? or #) ended the host part inside the password.
-        # Say so without quoting any of it: the text after ":" is the password.
-        _, colon, after = parts.netloc.partition(":")
-        if colon and not after.isdigit():
-            raise ConfigurationError(
-                f"malformed database URL {redacted!r}: / ? and # in the user name or "
-                "password must be percent-encoded (%2F %3F %23)"
-            )
+        parts = urlsplit(f"{scheme}://{hostport}{after}")
+    except ValueError as exc:  # urllib's own complaint about the host, e.g. "Invalid IPv6 URL"
+        # Without an @ in the authority, an @ further on may end a password that urllib
+        # took for the host: then its complaint is not shown.
+        detail = f": {exc}" if at or "@" not in rest else ""
+        raise ConfigurationError(f"malformed database URL {redacted!r}{detail}") from None
     username = password = None
     if at:
         user, colon, secret = userinfo.partition(":")
@@ -84,6 +92,22 @@ def parse_url(url: str) -> DatabaseURL:
         query=query,
         redacted=redacted,
     )
+
+
+def _check_one_host(scheme: str, hostport: str, redacted: str) -> None:
+    """libpq's ``h1:5432,h2:5433`` would read here as a bad port: name the form that works."""
+    if "," not in hostport:
+        return
+    if scheme.startswith(("mysql", "mariadb")):
+        raise ConfigurationError(
+            f"several hosts in {redacted!r}: a {scheme} URL names one host"
+        )
+    if scheme.startswith("postgres") and ":" in hostport:
+        raise ConfigurationError(
+            f"several hosts with ports in {redacted!r}: give them in the query instead, "
+            "as libpq reads them: ?host=h1,h2&port=5432,5433 (one port for all, or one "
+            "per host)"
+        )
 
 
 def _split_hostport(hostport: str, redacted: str, show_port: bool = True):
@@ -141,9 +165,45 @@ def _redact_pair(pair: str) -> str:
     return pair
 
 
+# Where a message gives a password: a URL's password field (and secret query values), a
+# libpq conninfo's ``password=...`` (quoted or not), a Python repr's ``'password': '...'``.
+_KEYS = "|".join(sorted(SECRET_KEYS, key=len, reverse=True))
+_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
+_POSITIONS = re.compile(
+    r"(?P<url>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://\S+)"
+    rf"|(?P<key>(?P<quote>['\"])(?:{_KEYS})(?P=quote)\s*:\s*)(?P<value>{_QUOTED})"
+    rf"|(?P<pair>(?<![\w.-])(?:{_KEYS})\s*=\s*)(?:{_QUOTED}|(?:\\.|\S)+)",
+    re.IGNORECASE,
+)
+#: A known secret shorter than this is never searched for in a message (see scrub).
+LONG_SECRET = 12
+# What may stand either side of a whole token: nothing, a space, a quote, a bracket...
+_BEFORE = r"(?<![^\s'\"`(\[{<,;:=])"
+_AFTER = r"(?![^\s'\"`)\]}>,;.:@])"
+
+
+def _mask(match: "re.Match[str]") -> str:
+    if match.group("url"):
+        return redact_url(match.group("url"))
+    if match.group("key"):
+        quote = match.group("value")[0]
+        return f"{match.group('key')}{quote}{MASK}{quote}"
+    return match.group("pair") + MASK
+
+
 def scrub(text: str, *secrets: Optional[str]) -> str:
-    """Replace every occurrence of each secret in ``text`` (a driver's message) by ``***``."""
+    """Mask the passwords in ``text`` (a driver's message) where the message gives one.
+
+    Redaction goes by position: a URL's password field, a conninfo's ``password=``, a
+    repr's ``'password':``; whatever else the message says is left as it is, since
+    masking a password's text wherever it occurs tells the reader what it is (a password
+    equal to the database name showed ``database "***"``) and garbles the rest. As a
+    fallback for a driver that quotes a secret elsewhere, each of ``secrets`` at least
+    :data:`LONG_SECRET` characters long is masked where it stands as a whole token;
+    a shorter one is not searched for (none of the supported drivers quotes it).
+    """
+    text = _POSITIONS.sub(_mask, text)
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
+        if secret and len(secret) >= LONG_SECRET:
+            text = re.sub(_BEFORE + re.escape(secret) + _AFTER, MASK, text)
     return text

@@ -1,0 +1,88 @@
+"""Per-process housekeeping: close idle connections on time, retire old ones, keep some warm.
+
+Reuse is most-recently-used first, so under light traffic the older idle connections
+are never taken, and with no traffic at all nothing is: checking ``max_idle`` only at
+checkout would keep them open for ever. One daemon thread per process (a greenlet under
+gevent's monkey-patching, which is harmless: it only waits and closes) asks each pool
+to tidy itself, then sleeps until the next pool is due.
+
+It starts at a pool's first connection in a process, so a server that makes its pools
+in a parent before forking starts none there; a forked child starts its own; it stops
+when no open pool is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from time import monotonic
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+# The longest the thread sleeps between two looks (seconds), and the shortest.
+MAX_SLEEP = 10.0
+MIN_SLEEP = 0.05
+
+
+class Housekeeper:
+    """The thread that calls ``pool.housekeep(now)`` on each pool when it is due.
+
+    ``housekeep`` does the pool's chores and returns the monotonic time it next wants
+    to be called (``None``: it is closed and wants nothing more).
+    """
+
+    def __init__(self) -> None:
+        self._pools: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._pid = os.getpid()
+
+    def watch(self, pool: Any) -> None:
+        """Look after ``pool`` in this process, starting the thread if needed."""
+        if self._pid != os.getpid():  # forked: the parent's thread is not here
+            self.__init__()  # type: ignore[misc]
+        with self._lock:
+            self._pools.add(pool)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="wsgipool-housekeeping", daemon=True)
+                self._thread.start()
+            else:
+                self._wake.set()  # the new pool may be due before the current sleep ends
+
+    def _run(self) -> None:
+        while True:
+            due = None
+            for pool in list(self._pools):
+                try:
+                    wanted = pool.housekeep(monotonic())
+                except Exception:  # a chore failed (logged by the pool): try again later
+                    log.exception("housekeeping of pool %s failed", pool.name)
+                    wanted = monotonic() + MAX_SLEEP
+                if wanted is None:
+                    self._pools.discard(pool)
+                elif due is None or wanted < due:
+                    due = wanted
+            with self._lock:
+                if due is None and not self._wake.is_set():
+                    self._thread = None  # no open pool left; watch() starts a new one
+                    return
+            delay = MAX_SLEEP if due is None else due - monotonic()
+            self._wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
+            self._wake.clear()
+
+
+#: The process's housekeeper.
+HOUSEKEEPER = Housekeeper()
+
+
+def _after_fork_in_child() -> None:
+    HOUSEKEEPER.__init__()  # type: ignore[misc]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,75 @@
+"""The pools of this process: found by the fork hook, closed at exit, listed for exporters.
+
+After ``fork()`` a child must never touch its parent's sessions: Python's fork hook makes
+every inherited connection harmless before anything else runs in the child, and a pool
+first used in a process it was not made in adopts that process (for servers that fork
+without running Python's hooks, such as uWSGI by default).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import weakref
+from typing import Any, Callable, List
+
+log = logging.getLogger(__name__)
+
+#: Called with each new pool (a server integration's startup line).
+ON_POOL_CREATED: List[Callable[[Any], None]] = []
+# Every pool alive in this process, for the fork hook and the exit handler.
+_LIVE_POOLS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+# Serialises the adoption of pools by a new process whose threads race to first use.
+ADOPT_LOCK = threading.Lock()
+
+
+def register(pool: Any) -> None:
+    """Note a new pool, and announce it to the server integrations."""
+    _LIVE_POOLS.add(pool)
+    for announce in ON_POOL_CREATED:
+        announce(pool)
+
+
+def live_pools() -> List[Any]:
+    """The pools alive in this process (for hooks, logs and exporters)."""
+    return [pool for pool in list(_LIVE_POOLS) if not pool._closed]
+
+
+def close_process_pools() -> None:
+    """Close every pool this process opened; make any inherited from a parent harmless.
+
+    Runs at exit and from server hooks (gunicorn's ``worker_exit``); safe to call twice.
+    """
+    for pool in list(_LIVE_POOLS):
+        if pool._pid == os.getpid():
+            try:
+                pool.close()
+            except Exception:  # exiting anyway; the server will see the socket close
+                log.debug("closing pool %s failed", pool.name, exc_info=True)
+        else:
+            pool._forget_parent()
+
+
+def _after_fork_in_child() -> None:
+    global ADOPT_LOCK
+    ADOPT_LOCK = threading.Lock()  # a parent thread may have held it at the fork
+    for pool in list(_LIVE_POOLS):
+        pool._forget_parent()
+
+
+def adopt_lock() -> Any:
+    """The lock a pool takes to adopt a new process (replaced in each forked child)."""
+    return ADOPT_LOCK
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(close_process_pools)
+if {"mod_wsgi", "_apache", "uwsgi"} & set(sys.modules):  # a server embedding Python
+    from . import embedded
+
+    # mod_python runs no atexit handler: register the same one with it.
+    embedded.install(ON_POOL_CREATED, close_process_pools)
