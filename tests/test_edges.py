@@ -683,7 +683,7 @@ def test_stats_identity_under_concurrency(db, pools):
     def work():
         try:
             while not stop.is_set():
-                with pool.connection() as conn:
+                with pool.connection():
                     time.sleep(0.002)
         except Exception as exc:  # noted, and failed below
             errors.append(exc)

@@ -129,3 +129,13 @@ def test_child_finalizing_a_mysqldb_connection_no_pool_detached(mariadb, tmp_pat
     assert (seen["child_exit"], seen["error"]) == (0, None)
     assert seen["after_sid"] == seen["parent_sid"]
     assert_none_aborted(mariadb, aborted, [seen["parent_sid"]])
+
+
+def test_child_giving_back_a_checkout_held_across_the_fork_leaves_its_transaction(
+        any_server_db, tmp_path):
+    """The forking thread's checkout, given back in the child first thing: the fork hook
+    made it the parent's, so the pool must not roll it back on the parent's socket."""
+    seen = run_drop("checkin-held", any_server_db.url, tmp_path)
+    assert (seen["child_exit"], seen["error"]) == (0, None)
+    assert seen["rows"] == 1  # the parent's transaction committed its row
+    assert seen["after_sid"] == seen["parent_sid"]

@@ -472,8 +472,8 @@ def test_exit_hook_itself_closes_the_pools_and_their_sessions(server_db, tmp_pat
     program = subprocess.Popen(
         [sys.executable, "-c", HOOK_PROGRAM, server_db.url, SESSION_SQL[server_db.kind],
          hook, str(arity)],
-        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=UNDER_TEST), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=UNDER_TEST), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         line = program.stdout.readline()
         assert line, program.stderr.read()

@@ -191,13 +191,13 @@ def serve(middleware):
     return seen[-1], body
 
 
-def test_middleware_answers_503_after_stall(stalled):
+def test_middleware_answers_503_after_stall(stalled, caplog):
     """Through PoolMiddleware the client gets a prompt 503, not a hung request."""
     db, proxy, url = stalled
     middleware = PoolMiddleware(session_app(db), url, timeout=1, pre_ping=True)
     try:
         status, body = within(lambda: serve(middleware), what="the first request")
-        assert status.startswith("200"), (status, body)
+        assert status.startswith("200"), (status, caplog.text)  # the pool logged why
         proxy.stall()
         status, body = within(lambda: serve(middleware), what="a request after the stall")
         assert status.startswith("503"), (status, body)

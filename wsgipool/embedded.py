@@ -24,10 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
-
-if TYPE_CHECKING:
-    from .pool import Pool
+from typing import Any, Callable, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +42,7 @@ def running_in() -> Optional[str]:
     return None
 
 
-def install(on_pool_created: List[Callable[["Pool"], None]],
+def install(on_pool_created: List[Callable[[Any], None]],
             close_all: Callable[[], None]) -> None:
     """Inside such a server: close the pools at exit (``close_all``), and say each pool's
     budget when it is made (appended to ``on_pool_created``)."""
@@ -88,7 +85,7 @@ def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
     return None, None
 
 
-def budget_line(pool: "Pool") -> None:
+def budget_line(pool: Any) -> None:
     """The startup line: this pool's bound, per process and for all of Apache."""
     processes, threads = processes_and_threads()
     if processes is None:

@@ -36,25 +36,28 @@ class Housekeeper:
 
     def __init__(self) -> None:
         self._pools: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # Made with the thread, not at import or fork: gevent patches threading in a
+        # worker after both, and an unpatched Event would block the whole hub.
+        self._wake: Optional[threading.Event] = None
         self._pid = os.getpid()
 
     def watch(self, pool: Any) -> None:
         """Look after ``pool`` in this process, starting the thread if needed."""
-        if self._pid != os.getpid():  # forked: the parent's thread is not here
-            self.__init__()  # type: ignore[misc]
-        with self._lock:
+        with _START_LOCK:  # held for a few statements, never across a switch
+            if self._pid != os.getpid():  # forked: the parent's thread is not here
+                self.__init__()  # type: ignore[misc]
             self._pools.add(pool)
             if self._thread is None:
+                self._wake = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._run, name="wsgipool-housekeeping", daemon=True)
+                    target=self._run, args=(self._wake,), name="wsgipool-housekeeping",
+                    daemon=True)
                 self._thread.start()
-            else:
+            elif self._wake is not None:
                 self._wake.set()  # the new pool may be due before the current sleep ends
 
-    def _run(self) -> None:
+    def _run(self, wake: threading.Event) -> None:
         while True:
             due = None
             for pool in list(self._pools):
@@ -67,20 +70,24 @@ class Housekeeper:
                     self._pools.discard(pool)
                 elif due is None or wanted < due:
                     due = wanted
-            with self._lock:
-                if due is None and not self._wake.is_set():
+            with _START_LOCK:
+                if due is None and not wake.is_set():
                     self._thread = None  # no open pool left; watch() starts a new one
                     return
             delay = MAX_SLEEP if due is None else due - monotonic()
-            self._wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
-            self._wake.clear()
+            wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
+            wake.clear()
 
 
 #: The process's housekeeper.
 HOUSEKEEPER = Housekeeper()
+# Serialises starting the thread; a plain lock, never held across a wait.
+_START_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
+    global _START_LOCK
+    _START_LOCK = threading.Lock()  # a parent thread may have held it at the fork
     HOUSEKEEPER.__init__()  # type: ignore[misc]
 
 

@@ -20,11 +20,11 @@ import logging
 import os
 import sys
 import threading
-from time import monotonic
 from typing import (
     TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union,
 )
 
+from .clock import HoldClock
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .labels import RequestLabel, request_line
 from .pool import Pool, PooledConnection
@@ -146,7 +146,7 @@ class PoolMiddleware:
             return self._call_with_connections(environ, start_response)
         try:
             entry = pool.checkout()
-        except (PoolTimeout, ConnectError, PoolClosed) as exc:
+        except _UNAVAILABLE as exc:
             # The pool has logged the cause (without secrets); the client learns no more.
             return self._unavailable(environ, start_response, exc)
         entry.holder = RequestLabel(environ)
@@ -155,27 +155,8 @@ class PoolMiddleware:
         environ[POOL_KEY] = pool
         waited = entry.waited
         environ["wsgipool.wait_ms"] = "%.3f" % (waited * 1e3) if waited else "0.000"
-        status: Optional[List[str]] = None
-        if self._wraps_start_response:
-            start_response, status = self._wrap_start_response(start_response, environ)
-        try:
-            result = self.app(environ, start_response)
-        except Exception as exc:
-            lost = pool.is_disconnect(entry, exc)
-            pool.checkin(entry)
-            if not lost:
-                raise
-            # The database went away under the app: a retryable 503, not a 500. With
-            # exc_info, start_response re-raises if the headers are already out.
-            why = f"the database connection was lost ({type(exc).__name__})"
-            return self._unavailable(environ, start_response, why, sys.exc_info())
-        except BaseException:
-            pool.checkin(entry)
-            raise
         clock = environ["wsgipool.hold_ms"] = HoldClock(entry.checked_out)
-        if self.transaction:
-            return TransactionIterable(result, pool, entry, clock, status)
-        return ClosingIterable(result, pool, entry, clock)
+        return self._serve(environ, start_response, pool, entry, clock)
 
     def _call_with_connections(self, environ: "WSGIEnvironment",
                                start_response: "StartResponse") -> Iterable[bytes]:
@@ -191,28 +172,38 @@ class PoolMiddleware:
             try:
                 environ[self.environ_key] = connections[DEFAULT]
             except _UNAVAILABLE as exc:
+                connections.release()
                 return self._unavailable(environ, start_response, exc)
+        # For the response iterables this object is both the pool and its entry.
+        return self._serve(environ, start_response, connections, connections, clock)
+
+    def _serve(self, environ: "WSGIEnvironment", start_response: "StartResponse",
+               owner: Any, entry: Any, clock: HoldClock) -> Iterable[bytes]:
+        """Call the app with the request's connection(s) in place; whatever it raises,
+        give them back (``owner.checkin(entry)``) before the exception goes on."""
         status: Optional[List[str]] = None
         if self._wraps_start_response:
             start_response, status = self._wrap_start_response(start_response, environ)
         try:
             result = self.app(environ, start_response)
         except _UNAVAILABLE as exc:  # a first use found no connection to be had
-            connections.release()
+            owner.checkin(entry)
             return self._unavailable(environ, start_response, exc, sys.exc_info())
         except Exception as exc:
-            lost = connections.is_disconnect(exc)
-            connections.release()
+            lost = owner.is_disconnect(entry, exc)
+            owner.checkin(entry)
             if not lost:
                 raise
+            # The database went away under the app: a retryable 503, not a 500. With
+            # exc_info, start_response re-raises if the headers are already out.
             why = f"the database connection was lost ({type(exc).__name__})"
             return self._unavailable(environ, start_response, why, sys.exc_info())
         except BaseException:
-            connections.release()
+            owner.checkin(entry)
             raise
         if self.transaction:
-            return TransactionIterable(result, connections, connections, clock, status)
-        return ClosingIterable(result, connections, connections, clock)
+            return TransactionIterable(result, owner, entry, clock, status)
+        return ClosingIterable(result, owner, entry, clock)
 
     def _pool_from_first_request(self, environ: "WSGIEnvironment") -> Pool:
         """Inside Apache, with no URL but ``SetEnv``: make the pool from this request."""
@@ -296,38 +287,6 @@ def _with_server_timing(start_response: "StartResponse",
         return start_response(status, headers, exc_info)
 
     return timed_start_response
-
-
-class HoldClock:
-    """``environ["wsgipool.hold_ms"]``: milliseconds the request has held its connection.
-
-    Its text is read when the access log is written, after the body went out, so a log
-    format can print the hold time; it stops when the connection goes back. It holds no
-    reference to the connection, so the environ never keeps one alive.
-    """
-
-    __slots__ = ("_since", "_held")
-
-    def __init__(self, since: Optional[float] = None) -> None:
-        self._since = since  # None: no connection taken yet (lazy checkout)
-        self._held: Optional[float] = None
-
-    def start(self, since: float) -> None:
-        if self._since is None:
-            self._since = since
-
-    def stop(self) -> None:
-        if self._held is None:
-            self._held = 0.0 if self._since is None else monotonic() - self._since
-
-    def __str__(self) -> str:
-        if self._held is None:
-            held = 0.0 if self._since is None else monotonic() - self._since
-        else:
-            held = self._held
-        return "%.3f" % (held * 1e3)
-
-    __repr__ = __str__
 
 
 class ClosingIterable:

@@ -17,7 +17,7 @@ from .labels import RequestLabel
 from .pool import Pool, PooledConnection
 
 if TYPE_CHECKING:
-    from .middleware import HoldClock
+    from .clock import HoldClock
 
 #: Where the middleware puts the request's :class:`RequestConnections`.
 CONNECTIONS_KEY = "wsgipool.connections"
@@ -102,7 +102,7 @@ class RequestConnections:
         entry = self._entries.get(name)
         return None if entry is None else entry.conn
 
-    def is_disconnect(self, exc: BaseException) -> bool:
+    def is_disconnect(self, _entry: Any, exc: BaseException) -> bool:
         """Whether ``exc`` means one of this request's sessions is gone."""
         return any(self._pools[name].is_disconnect(entry, exc)
                    for name, entry in self._entries.items())

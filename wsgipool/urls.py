@@ -55,7 +55,8 @@ def parse_url(url: str) -> DatabaseURL:
     # redact_url masks up to the last @ before the first =: an @ past the authority means
     # a password holding a raw / ? or #. Say so without quoting any of it.
     equals = rest.find("=") if "=" in rest else len(rest)
-    if ":" in netloc and rest.rfind("@", 0, equals) >= end:
+    if (":" in netloc and not netloc.startswith("[")  # not a bare [IPv6] host
+            and rest.rfind("@", 0, equals) >= end):
         raise ConfigurationError(
             f"malformed database URL {redacted!r}: / ? and # in the user name or "
             "password must be percent-encoded (%2F %3F %23)"

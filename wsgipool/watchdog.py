@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import _socket
 import sys
 from time import monotonic
 from typing import Any, Callable, Optional, Set, Tuple
@@ -126,12 +126,12 @@ class Watchdog:
 def _shutdown(fd: int) -> None:
     """Shut the connection's socket down for both directions; ``fd`` (the guard's own
     duplicate) stays open until the guard finishes."""
-    try:
-        sock = socket.socket(fileno=fd)
+    try:  # the C socket type: gevent's would reach for a hub from this thread
+        sock = _socket.socket(fileno=fd)
     except OSError:
         return
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(_socket.SHUT_RDWR)
         log.debug("shut down the socket of an unresponsive connection")
     except OSError:
         pass

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-import wsgipool.pool as pool_module
+import wsgipool.process as pool_module  # the registry of live pools
 from wsgipool import Pool
 
 SESSION_QUERY = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}

@@ -6,7 +6,10 @@ child saw. Scenarios:
 * checkout: the child's very first act is a checkout (no stats() before it);
 * drop-pool: the child only lets go of the inherited pool (del, then gc) and exits;
 * drop-connection: the child only lets go of an inherited driver connection that no
-  pool ever held (made by the driver directly), and exits.
+  pool ever held (made by the driver directly), and exits;
+* checkin-held: the parent holds a connection across the fork with a row inserted and
+  not yet committed; the child's first act is to give that checkout back (as the forking
+  thread would), which must not roll back the parent's transaction.
 
 The parent then uses its own session again: it must be the same, and answer.
 """
@@ -42,6 +45,8 @@ def child(scenario, inherited, kind):
     if scenario == "checkout":
         report["sid"] = pool_session(inherited[0], kind)
         report["stats"] = inherited[0].stats()
+    elif scenario == "checkin-held":
+        inherited[0].checkin(inherited[1])
     else:
         inherited.clear()
         report["collected"] = gc.collect()
@@ -56,6 +61,13 @@ def main(scenario, url):
     else:
         inherited = [Pool(url, max_size=2)]
         parent_sid = pool_session(inherited[0], kind)
+    if scenario == "checkin-held":
+        held = inherited[0].checkout()
+        cursor = held.conn.cursor()
+        cursor.execute("CREATE TEMPORARY TABLE forked (n INTEGER)")
+        held.conn.commit()
+        cursor.execute("INSERT INTO forked VALUES (1)")  # left open across the fork
+        inherited.append(held)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -71,6 +83,15 @@ def main(scenario, url):
     seen = {"parent_sid": parent_sid, "child": report,
             "child_exit": os.waitstatus_to_exitcode(status), "after_sid": None, "error": None}
     try:
+        if scenario == "checkin-held":
+            held = inherited.pop()
+            held.conn.commit()
+            cursor = held.conn.cursor()
+            cursor.execute("SELECT count(*) FROM forked")
+            seen["rows"] = cursor.fetchone()[0]
+            cursor.execute("DROP TABLE forked")
+            held.conn.commit()
+            inherited[0].checkin(held)
         if scenario == "drop-connection":
             seen["after_sid"] = session_id(inherited[0], kind)
         else:
