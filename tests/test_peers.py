@@ -400,13 +400,13 @@ def test_per_checkout_timeout_overrides_the_pool_timeout(db, pools):
     """psycopg test_pool_common.py::test_queue_timeout_override: a checkout given a longer
     timeout than the pool's waits that long, and gets the connection returned meanwhile;
     a shorter one gives up sooner than the pool's."""
-    pool = pools(db.url, max_size=1, timeout=0.1)
+    pool = pools(db.url, max_size=1, timeout=0.3)
     entry = pool.checkout()
     session = sid(db, entry.conn)
     started = time.monotonic()
     with pytest.raises(PoolTimeout):
         pool.checkout(timeout=0.02)
-    assert time.monotonic() - started < 0.09  # its own timeout, not the pool's 0.1 s
+    assert time.monotonic() - started < 0.25  # its own timeout, not the pool's 0.3 s
 
     def patient():
         with pool.connection(timeout=3) as conn:
@@ -414,7 +414,7 @@ def test_per_checkout_timeout_overrides_the_pool_timeout(db, pools):
 
     waiter = start(patient)
     wait_until(lambda: pool.stats()["waiting"] == 1, what="a queued waiter")
-    time.sleep(0.25)  # past the pool's timeout: the waiter must still be there
+    time.sleep(0.4)  # past the pool's timeout: the waiter must still be there
     assert waiter.is_alive()
     pool.checkin(entry)
     assert join_ok(waiter) == session
@@ -1239,7 +1239,7 @@ def test_stats_measure_waits_holds_and_timeouts(db, pools):
     stats = pool.stats()
     check_books(stats)
     assert (stats["checkouts"], stats["returns"], stats["timeouts"]) == (2, 2, 1)
-    assert stats["waits"] == 1 and stats["peak_waiting"] == 2
+    assert 1 <= stats["waits"] <= 2 and stats["peak_waiting"] == 2
     assert 0.3 <= stats["wait_seconds"]["max"] < 2.0
     assert 0.3 <= stats["hold_seconds"]["max"] < 2.0
     assert stats["connects"] == 1

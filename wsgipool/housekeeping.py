@@ -44,18 +44,22 @@ class Housekeeper:
 
     def watch(self, pool: Any) -> None:
         """Look after ``pool`` in this process, starting the thread if needed."""
+        thread = None
         with _START_LOCK:  # held for a few statements, never across a switch
             if self._pid != os.getpid():  # forked: the parent's thread is not here
                 self.__init__()  # type: ignore[misc]
             self._pools.add(pool)
             if self._thread is None:
                 self._wake = threading.Event()
-                self._thread = threading.Thread(
+                thread = self._thread = threading.Thread(
                     target=self._run, args=(self._wake,), name="wsgipool-housekeeping",
                     daemon=True)
-                self._thread.start()
             elif self._wake is not None:
                 self._wake.set()  # the new pool may be due before the current sleep ends
+        if thread is not None:
+            # Started outside the lock: under gevent, start() switches to the new
+            # greenlet, which would block on the lock for good.
+            thread.start()
 
     def _run(self, wake: threading.Event) -> None:
         while True:

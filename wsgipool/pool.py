@@ -25,6 +25,7 @@ How it works, in short:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -110,6 +111,9 @@ class _Waiter:
         self.ready.acquire()
         self.outcome: Any = _PENDING
 
+
+# The source of every pool's generation numbers (see Pool.checkin).
+_GENERATIONS = itertools.count(1)
 
 # Outcomes a waiter can be handed besides a PooledConnection (or an exception).
 _PENDING = object()  # still waiting
@@ -206,7 +210,10 @@ class Pool:
         self._stats = PoolStats(DISCARD_REASONS)
         self._inherited = 0  # parent's connections forgotten since the fork
         self._closed = False
-        self._generation = 0
+        # Unique among all pools of the process: a connection's generation tells which
+        # pool, and which life of it (before or after a fork), handed it out.
+        self._generation = next(_GENERATIONS)
+        self._past_generations: Set[int] = set()
         self._retry_at = 0.0  # while the database refuses: no new attempt before this
         self._backoff = 0.0
         self._init_process_state()
@@ -449,6 +456,8 @@ class Pool:
         expires = now + lifetime * (1 - 0.05 * random.random()) if lifetime else _NEVER
         entry = PooledConnection(conn, now, expires, generation, flags)
         entry.waited = now - started  # the connect itself
+        if for_checkout:
+            entry.returned = -_NEVER  # out, never returned yet (see checkin)
         closing = False
         with self._lock:
             self._backoff = 0.0
@@ -479,8 +488,8 @@ class Pool:
     def checkin(self, entry: PooledConnection) -> None:
         """Give back a connection taken with :meth:`checkout`: make it clean, then reuse
         or discard it."""
-        if entry.generation != self._generation:
-            return  # taken before a fork, in the parent's life: not ours to touch
+        if entry.generation != self._generation or entry.returned > entry.checked_out:
+            return self._refuse_checkin(entry)
         if self._leaked:
             self._reap_leaked()
         conn = entry.conn
@@ -519,6 +528,17 @@ class Pool:
                     self._idle.append(entry)
                 return
         self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
+
+    def _refuse_checkin(self, entry: PooledConnection) -> None:
+        """A checkin that must not reach the pool: a connection taken before a fork
+        (silently: not ours to touch), a second checkin of one checkout (a warning: the
+        connection may already serve someone else), or another pool's (an error)."""
+        if entry.generation in self._past_generations:
+            return
+        if entry.generation != self._generation:
+            raise ValueError(f"{entry!r} was not checked out of pool {self.name}")
+        log.warning("%r was given back to %s twice; the second time is ignored",
+                    entry, self.name)
 
     def _make_clean(self, entry: PooledConnection, state: int) -> bool:
         """Roll back, reset and restore a returned connection, checking the state after
@@ -629,6 +649,7 @@ class Pool:
                 log.log(level, "discarded a connection to %s (%s%s)%s", self.name,
                         reason.replace("_", " "), cause, _describe_holder(entry.holder))
             entry.holder = None
+            entry.returned = _NEVER  # a later checkin of it is refused as a second one
             try:
                 self._driver.close(entry.conn)
             except Exception:  # already closed or broken: nothing more to free
@@ -755,7 +776,8 @@ class Pool:
             self._driver.detach(entry.conn)
         self._all = set()
         self._idle = []
-        self._generation += 1
+        self._past_generations.add(self._generation)
+        self._generation = next(_GENERATIONS)
         self._inherited += len(inherited)
 
     def _adopt_process(self) -> None:
