@@ -69,6 +69,12 @@ def _flag(option: str, value: Any) -> bool:
     return value
 
 
+def _callable_or_none(option: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{option} must be a callable or None, not {type(value).__name__}")
+    return value
+
+
 def _name(value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"name must be a str, not {type(value).__name__}")
@@ -87,6 +93,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "reset": _reset_mode,
     "name": _name,
     "transaction_pooling": lambda value: _flag("transaction_pooling", value),
+    "on_connect": lambda value: _callable_or_none("on_connect", value),
 }
 
 

@@ -152,6 +152,12 @@ class Pool:
         ``pool_mode = transaction``), so consecutive transactions may run on different
         server sessions: ``reset="session"`` is refused, and psycopg 3 prepares no
         statements.
+    :param on_connect: a callable given each new connection once, before its first use
+        (``SET search_path``, type adapters); it must leave no transaction open. If it
+        fails, the connection is closed and the checkout fails as a refused connect
+        would (:class:`~wsgipool.ConnectError`, logged with the cause).
+
+    A pool is a context manager: ``with Pool(url) as pool:`` closes it on exit.
     """
 
     def __init__(
@@ -169,6 +175,7 @@ class Pool:
         hold_warning: Optional[float] = None,  # seconds
         name: Optional[str] = None,
         transaction_pooling: bool = False,
+        on_connect: Optional[Callable[[Any], Any]] = None,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
         self.min_size = _CHECKS["min_size"](min_size)
@@ -180,6 +187,7 @@ class Pool:
         self.max_idle = _CHECKS["max_idle"](max_idle)
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
         self.hold_warning = _CHECKS["hold_warning"](hold_warning)
+        self.on_connect = _CHECKS["on_connect"](on_connect)
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
@@ -433,6 +441,8 @@ class Pool:
                     f"next attempt in {self._retry_at - started:.2f} s"
                 )
             conn = self._driver.connect()
+            if self.on_connect is not None:
+                self._set_up(conn)
             flags = self._driver.flags(conn)
         except BaseException as exc:
             with self._lock:
@@ -482,6 +492,21 @@ class Pool:
             HOUSEKEEPER.watch(self)
         log.debug("opened a connection to %s (%d open)", self.name, self._size)
         return entry
+
+    def _set_up(self, conn: Any) -> None:
+        """Run ``on_connect`` on a new connection; if it fails or leaves a transaction
+        open, close the connection and fail as its connect would have."""
+        try:
+            self.on_connect(conn)
+            if self._state(conn) not in _SETTLED:
+                raise _StillInTransaction(
+                    "on_connect left a transaction open; it must commit or roll back")
+        except BaseException:
+            try:
+                self._driver.close(conn)
+            except Exception:  # the original failure is the one worth reporting
+                pass
+            raise
 
     # -- checkin ----------------------------------------------------------------------
 
@@ -741,6 +766,12 @@ class Pool:
             self._adopt_process()
         with self._lock:
             return self._stats.histograms()
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close idle connections now and the rest as they return; refuse new checkouts.

@@ -77,6 +77,21 @@ def _libpq_options(url: DatabaseURL) -> Dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _session_options(url: DatabaseURL) -> Dict[str, bool]:
+    """The URL's ``autocommit`` and ``read_only`` (ours, not libpq's options)."""
+    return {key: _parse_bool(key, value, url) for key, value in url.query.items()
+            if key in ("autocommit", "read_only")}
+
+
+def _apply_read_only(options: Dict[str, Any], read_only: Optional[bool]) -> None:
+    """``read_only=true`` as a server default sent at connect: enforced by the server in
+    autocommit mode and in transactions alike, kept by ``DISCARD ALL``, no round trip."""
+    if read_only:
+        setting = "-c default_transaction_read_only=on"
+        options["options"] = f"{options['options']} {setting}" if options.get("options") \
+            else setting
+
+
 class _LibpqDriver(SocketDriver):
     """What psycopg2 and psycopg 3 share: libpq options, disconnects, DISCARD ALL."""
 
@@ -159,7 +174,11 @@ class _LibpqDriver(SocketDriver):
 
 
 class Psycopg2Driver(_LibpqDriver):
-    """PostgreSQL through psycopg2."""
+    """PostgreSQL through psycopg2.
+
+    Besides libpq's options the URL may set ``autocommit`` and ``read_only`` (true or
+    false), applied to each new connection: a read-mostly app can skip transactions.
+    """
 
     paramstyle = "pyformat"
 
@@ -168,19 +187,29 @@ class Psycopg2Driver(_LibpqDriver):
         from psycopg2 import extensions
 
         options = _libpq_options(url)
-        options.update(url.query)
+        own = _session_options(url)
+        options.update((k, v) for k, v in url.query.items() if k not in own)
+        _apply_read_only(options, own.pop("read_only", None))
         self._check_libpq_options(
             options, url, lambda o: extensions.parse_dsn(extensions.make_dsn(**o)),
             psycopg2.ProgrammingError)
-        super().__init__(connect or (lambda: psycopg2.connect(**options)), url.redacted)
+        self._psycopg2 = psycopg2
+        super().__init__(connect or self._connect_psycopg2, url.redacted)
         self.secrets = _secrets(url)
         self._options = options
+        self._own = own
         self._idle_status = extensions.TRANSACTION_STATUS_IDLE
         self._ready = extensions.STATUS_READY
         self._error_status = extensions.TRANSACTION_STATUS_INERROR
         self._connection_errors = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
     _SESSION_FLAGS = ("readonly", "isolation_level", "deferrable")
+
+    def _connect_psycopg2(self) -> Any:
+        conn = self._psycopg2.connect(**self._options)
+        if "autocommit" in self._own:
+            conn.autocommit = self._own["autocommit"]
+        return conn
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         # psycopg2 marks the connection closed = 2 when it finds the session gone (1 is
@@ -207,8 +236,8 @@ class Psycopg2Driver(_LibpqDriver):
 class PsycopgDriver(_LibpqDriver):
     """PostgreSQL through psycopg 3 (``postgresql+psycopg://``).
 
-    Besides libpq's options the URL may set psycopg's own ``autocommit`` and
-    ``prepare_threshold`` (a number, or ``none`` to prepare nothing). psycopg 3 forgets
+    Besides libpq's options the URL may set psycopg's own ``autocommit``, ``read_only``
+    and ``prepare_threshold`` (a number, or ``none`` to prepare nothing). psycopg 3 forgets
     its prepared statements itself when it sees ``DISCARD ALL``.
     """
 
@@ -222,9 +251,13 @@ class PsycopgDriver(_LibpqDriver):
 
         options = _libpq_options(url)
         own: Dict[str, Any] = {}
+        session = _session_options(url)
+        _apply_read_only(options, session.pop("read_only", None))
         for key, value in url.query.items():
-            if key == "autocommit":
-                own[key] = _parse_bool(key, value, url)
+            if key in session:
+                own[key] = session[key]
+            elif key == "read_only":
+                pass  # in the libpq options above
             elif key == "prepare_threshold":
                 own[key] = self._threshold(value, url)
             else:

@@ -90,8 +90,9 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
 
 
 # Pool options a server's settings may carry, by name: WSGIPOOL_MAX_SIZE=8 ...
-_POOL_TEXT_OPTIONS = ("max_size", "timeout", "max_lifetime", "max_idle", "pre_ping",
-                      "reset", "hold_warning", "name", "transaction_pooling")
+_POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_lifetime", "max_idle",
+                      "pre_ping", "reset", "on_connect", "hold_warning", "name",
+                      "transaction_pooling")
 
 
 def options_from_settings(lookup: Any, where: str) -> Dict[str, Any]:
@@ -204,9 +205,10 @@ def _text(text: str) -> str:
 
 # How each option's text becomes its value; Pool and PoolMiddleware then check it.
 TEXT_OPTIONS: Dict[str, Any] = {
-    "max_size": _int, "timeout": _float, "max_lifetime": _optional_seconds,
+    "max_size": _int, "min_size": _int, "timeout": _float,
+    "max_lifetime": _optional_seconds,
     "max_idle": _optional_seconds, "hold_warning": _optional_seconds,
-    "pre_ping": _bool_or_seconds, "reset": _reset, "name": _text,
+    "pre_ping": _bool_or_seconds, "reset": _reset, "on_connect": _reset, "name": _text,
     "transaction_pooling": _bool,
     "environ_key": _text, "retry_after": _int, "server_timing": _bool,
     "stats_path": _text, "transaction": _bool, "lazy": _bool,
