@@ -32,7 +32,10 @@ from .exporters import StatsApp
 from .request import (
     CONNECTIONS_KEY, DEFAULT, ENVIRON_KEY, LazyConnection, RequestConnections,
 )
-from .settings import configured_databases, pool_from_environ, pool_from_settings
+from .options import MIDDLEWARE_CHECKS, MIDDLEWARE_DEFAULTS, POOL_OPTIONS, unknown_options
+from .settings import (
+    configured_databases, middleware_settings, pool_from_environ, pool_from_settings,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -84,10 +87,24 @@ class PoolMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
-        if not isinstance(environ_key, str) or not environ_key:
-            raise TypeError("environ_key must be a non-empty str")
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-            raise TypeError(f"retry_after must be a whole number of seconds, not {retry_after!r}")
+        unknown = set(pool_options) - POOL_OPTIONS
+        if unknown:
+            raise unknown_options("PoolMiddleware()", unknown,
+                                  POOL_OPTIONS | set(MIDDLEWARE_CHECKS) | {"databases"})
+        given = dict(environ_key=environ_key, retry_after=retry_after,
+                     server_timing=server_timing, stats_path=stats_path,
+                     transaction=transaction, lazy=lazy)
+        if url_or_pool is None:
+            # Settings made elsewhere (configure(), WSGIPOOL_*) fill what was left at
+            # its default here; an explicit keyword wins.
+            for option, value in middleware_settings().items():
+                if given[option] == MIDDLEWARE_DEFAULTS[option]:
+                    given[option] = value
+        for option, value in given.items():
+            MIDDLEWARE_CHECKS[option](value)
+        environ_key, retry_after, server_timing, stats_path, transaction, lazy = (
+            given["environ_key"], given["retry_after"], given["server_timing"],
+            given["stats_path"], given["transaction"], given["lazy"])
         if isinstance(url_or_pool, Pool):
             if pool_options:
                 raise TypeError(
@@ -102,13 +119,6 @@ class PoolMiddleware:
             raise TypeError(
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
             )
-        for option, value in (("server_timing", server_timing), ("transaction", transaction),
-                              ("lazy", lazy)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{option} must be True or False, not {value!r}")
-        if stats_path is not None and (not isinstance(stats_path, str)
-                                       or not stats_path.startswith("/")):
-            raise TypeError(f"stats_path must be a path starting with '/', not {stats_path!r}")
         self.app = app
         self.environ_key = environ_key
         self.server_timing = server_timing

@@ -1,13 +1,16 @@
-"""Pool options: each checked by name, so ``Pool()``, ``configure()`` and every settings
-source reject a bad value the same way, with a message naming the option."""
+"""Pool and middleware options: each checked by name, so ``Pool()``, ``PoolMiddleware()``,
+``configure()`` and every settings source reject a bad value the same way, with a message
+naming the option."""
 
 from __future__ import annotations
 
+import difflib
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .drivers import make_driver
 from .errors import ConfigurationError
+
 
 def _whole(option: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -97,15 +100,74 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
 }
 
 
-def check_options(url: Optional[str], options: Dict[str, Any]) -> None:
+#: Every Pool option's name (``connect`` is checked by the driver).
+POOL_OPTIONS = frozenset(CHECKS) | {"connect"}
+
+
+def _environ_key(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"environ_key must be a non-empty str, not {value!r}")
+    return value
+
+
+def _retry_after(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"retry_after must be a whole number of seconds, not {value!r}")
+    return value
+
+
+def _stats_path(value: Any) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+        raise TypeError(f"stats_path must be a path starting with '/', not {value!r}")
+    return value
+
+
+#: The middleware's own options, with their defaults (``PoolMiddleware``'s signature).
+MIDDLEWARE_DEFAULTS: Dict[str, Any] = {
+    "environ_key": "db.conn", "retry_after": 1, "server_timing": False,
+    "stats_path": None, "transaction": False, "lazy": False,
+}
+MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
+    "environ_key": _environ_key,
+    "retry_after": _retry_after,
+    "server_timing": lambda value: _flag("server_timing", value),
+    "stats_path": _stats_path,
+    "transaction": lambda value: _flag("transaction", value),
+    "lazy": lambda value: _flag("lazy", value),
+}
+
+
+def unknown_options(where: str, names: Any, known: Any) -> TypeError:
+    """The error for option names nobody knows: each with the closest known name."""
+    hints = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return TypeError(f"{where} got unknown option(s) {', '.join(hints)}; "
+                     f"valid: {', '.join(sorted(known))}")
+
+
+def check_options(url: Optional[str], options: Dict[str, Any],
+                  where: str = "Pool()") -> None:
     """Check a URL and Pool options as ``Pool()`` would, without making a pool."""
-    unknown = sorted(set(options) - set(CHECKS) - {"connect"})
+    unknown = set(options) - POOL_OPTIONS
     if unknown:
-        raise TypeError(f"unknown Pool option(s): {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(set(CHECKS) | {'connect'}))}")
+        raise unknown_options(where, unknown, POOL_OPTIONS)
     for option, value in options.items():
         if option in CHECKS:
             CHECKS[option](value)
     make_driver(url, options.get("connect"))
+
+
+def split_options(options: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Middleware options (checked) and Pool options (checked by :func:`check_options`),
+    from one mapping of either; an unknown name is a ``TypeError`` naming ``where``."""
+    unknown = set(options) - POOL_OPTIONS - set(MIDDLEWARE_CHECKS)
+    if unknown:
+        raise unknown_options(where, unknown, POOL_OPTIONS | set(MIDDLEWARE_CHECKS))
+    middleware = {name: MIDDLEWARE_CHECKS[name](value)
+                  for name, value in options.items() if name in MIDDLEWARE_CHECKS}
+    pool = {name: value for name, value in options.items() if name not in MIDDLEWARE_CHECKS}
+    return middleware, pool
 
 

@@ -7,13 +7,17 @@ twelve-factor fallback. The app module then needs no URL of its own.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import sys
 from typing import Any, Dict, Mapping, Optional, Union
 
 from .errors import ConfigurationError
-from .options import check_options
+from .options import MIDDLEWARE_CHECKS, check_options, split_options
 from .pool import Pool
+
+log = logging.getLogger(__name__)
 
 ENV_VAR = "DATABASE_URL"
 
@@ -23,8 +27,10 @@ _configured: Optional[Dict[str, Any]] = None
 
 def configure(url: Optional[str] = None, *,
               databases: Optional[Mapping[str, Union[str, Pool]]] = None,
-              **pool_options: Any) -> None:
-    """Record the database URL and :class:`~wsgipool.Pool` options for ``PoolMiddleware(app)``.
+              **options: Any) -> None:
+    """Record the database URL and every option for ``PoolMiddleware(app)``: the
+    :class:`~wsgipool.Pool` options and the middleware's own (``transaction``, ``lazy``,
+    ``stats_path``...).
 
     ``databases`` names more databases, as ``PoolMiddleware(databases=...)`` does.
     Calling it again replaces the settings (a gunicorn reload re-runs its config file).
@@ -33,12 +39,23 @@ def configure(url: Optional[str] = None, *,
     global _configured
     if url is not None and not isinstance(url, str):
         raise TypeError(f"url must be a str or None, not {type(url).__name__}")
-    check_options(url or getenv(ENV_VAR) or "sqlite://", pool_options)
+    middleware, pool_options = split_options(options, "configure()")
+    check_options(url or getenv(ENV_VAR) or "sqlite://", pool_options, "configure()")
     for other in (databases or {}).values():
         if isinstance(other, str):
-            check_options(other, pool_options)
-    _configured = {"url": url, "options": dict(pool_options),
+            check_options(other, pool_options, "configure()")
+    _configured = {"url": url, "options": dict(pool_options), "middleware": middleware,
                    "databases": dict(databases) if databases else None}
+
+
+def middleware_settings() -> Dict[str, Any]:
+    """The middleware options for ``PoolMiddleware(app)`` without a URL: the
+    environment's ``WSGIPOOL_*`` (or a mod_python ``PythonOption``), then
+    :func:`configure`'s over them."""
+    found = options_from_settings(server_setting, "the environment", MIDDLEWARE_CHECKS)
+    if _configured is not None:
+        found.update(_configured["middleware"])
+    return found
 
 
 def configured_databases(options: Dict[str, Any]) -> tuple:
@@ -63,6 +80,7 @@ def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Optional[
     if url is None:
         url = server_setting(ENV_VAR)
         if url is not None:
+            warn_unknown_settings(os.environ, "the environment")
             options = {**options_from_settings(server_setting, "the environment"), **options}
     if url is None:
         if in_apache():
@@ -85,6 +103,7 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
             "and mod_python put it in each request's environ), a server-level "
             f"PythonOption {ENV_VAR} <url> (mod_python), or pass it to PoolMiddleware"
         )
+    warn_unknown_settings(environ, "the request environ (SetEnv)")
     found = options_from_settings(environ.get, "the request environ (SetEnv)")
     return Pool(url, **{**found, **options})
 
@@ -93,12 +112,31 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
 _POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_lifetime", "max_idle",
                       "pre_ping", "reset", "on_connect", "hold_warning", "name",
                       "transaction_pooling")
+# The test suite's own variables, which name no option on purpose.
+_NOT_OPTIONS = ("WSGIPOOL_TEST_", "WSGIPOOL_REQUIRE_SERVERS")
+_warned: set = set()
 
 
-def options_from_settings(lookup: Any, where: str) -> Dict[str, Any]:
-    """``WSGIPOOL_<OPTION>`` values found by ``lookup(name)``, as typed Pool options."""
+def warn_unknown_settings(names: Any, where: str) -> None:
+    """Warn once about each ``WSGIPOOL_*`` name that is no option, naming the closest."""
+    known = {"WSGIPOOL_" + option.upper()
+             for option in (*_POOL_TEXT_OPTIONS, *MIDDLEWARE_CHECKS)}
+    for name in list(names):
+        if (not isinstance(name, str) or not name.startswith("WSGIPOOL_") or name in known
+                or name.startswith(_NOT_OPTIONS) or name in _warned):
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        log.warning("%s in %s names no wsgipool option and is ignored%s", name, where,
+                    f"; did you mean {close[0]}?" if close else "")
+
+
+def options_from_settings(lookup: Any, where: str,
+                          options: Any = _POOL_TEXT_OPTIONS) -> Dict[str, Any]:
+    """``WSGIPOOL_<OPTION>`` values found by ``lookup(name)``, as typed options (by
+    default the Pool's)."""
     found = {}
-    for option in _POOL_TEXT_OPTIONS:
+    for option in options:
         name = "WSGIPOOL_" + option.upper()
         text = lookup(name)
         if isinstance(text, str):

@@ -1,0 +1,153 @@
+"""What a new user reaches for first: a quiet log, the URL's session options, ``on_connect``,
+``with Pool(...)``."""
+
+import logging
+
+import pytest
+
+from wsgipool import ConnectError, Pool, PoolClosed, PoolMiddleware
+
+
+def _call(app, path="/"):
+    """Run one WSGI request through ``app``; return the status and the body."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "",
+               "SERVER_NAME": "test", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    seen = []
+    body = app(environ, lambda status, headers, exc_info=None: seen.append(status))
+    try:
+        data = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return seen[0], data
+
+
+def _one(conn, sql):
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchone()
+    finally:
+        cursor.close()
+
+
+# -- the quiet everyday path ----------------------------------------------------------------
+
+
+def test_read_only_requests_log_no_warning_and_uncommitted_writes_do(db, caplog):
+    """A handler that only reads, left in the driver's implicit transaction, is plain
+    DB-API use: a hundred such requests log no warning (a debug line each, and the
+    rollbacks figure). Where the driver can tell locally that the transaction matters
+    (SQLite: it wrote; PostgreSQL: a statement failed), one warning names the request."""
+
+    def reader(environ, start_response):
+        _one(environ["db.conn"], "SELECT 1")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = PoolMiddleware(reader, db.url, max_size=2)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="wsgipool"):
+            for _ in range(100):
+                assert _call(app)[0] == "200 OK"
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warnings == [], [r.getMessage() for r in warnings]
+        stats = app.pool.stats()
+        implicit = db.kind in ("postgresql", "mysql")  # these open one for a SELECT
+        assert stats["rollbacks"] == (100 if implicit else 0), stats
+    finally:
+        app.pool.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite-write", "postgresql-failed", "psycopg-failed"])
+def test_a_transaction_that_matters_still_gets_a_warning(kind, request, caplog):
+    database = request.getfixturevalue({"sqlite-write": "sqlite", "postgresql-failed":
+                                        "postgresql", "psycopg-failed":
+                                        "psycopg_postgresql"}[kind])
+
+    def careless(environ, start_response):
+        cursor = environ["db.conn"].cursor()
+        if kind == "sqlite-write":
+            cursor.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER)")
+            environ["db.conn"].commit()
+            cursor.execute("INSERT INTO t VALUES (1)")
+        else:
+            try:
+                cursor.execute("SELECT 1/0")
+            except Exception:
+                pass
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = PoolMiddleware(careless, database.url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="wsgipool"):
+            assert _call(app, "/careless")[0] == "200 OK"
+        warned = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
+        assert len(warned) == 1 and "GET /careless" in warned[0], warned
+    finally:
+        app.pool.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg"])
+def test_url_autocommit_and_read_only_for_both_psycopg_drivers(postgresql, scheme, pools):
+    """``?autocommit=true&read_only=true``: no transaction to roll back after a read,
+    and the server refuses a write, in autocommit mode too."""
+    url = scheme + postgresql.url[postgresql.url.index("://"):]
+    pool = pools(url + "&autocommit=true&read_only=true", max_size=1)
+    for _ in range(3):
+        with pool.connection() as conn:
+            assert conn.autocommit is True
+            assert _one(conn, "SHOW transaction_read_only")[0] == "on"
+            with pytest.raises(Exception, match="read-only"):
+                _one(conn, "CREATE TEMP TABLE refused (i int)")
+    stats = pool.stats()
+    assert (stats["rollbacks"], stats["connects"], stats["discards"]) == (0, 1, 0), stats
+
+
+# -- on_connect and the context manager -------------------------------------------------------
+
+
+def test_on_connect_runs_once_per_connection(db, pools):
+    """Each new connection is set up once, before its first use; a reused one is not set
+    up again (the server counts one call per session)."""
+    calls = []
+
+    def set_up(conn):
+        calls.append(db.session_id(conn))
+        conn.commit()  # the session-id query may have opened a transaction
+
+    pool = pools(db.url, max_size=2, on_connect=set_up)
+    for _ in range(5):
+        with pool.connection() as conn:
+            assert db.session_id(conn) in calls
+    assert len(calls) == pool.stats()["connects"] == 1
+
+
+def test_on_connect_failure_is_a_refused_connect(any_server_db, pools, caplog):
+    """A set-up that raises, or leaves a transaction open, closes that connection (its
+    session ends) and fails the checkout as a refused connect would."""
+    db = any_server_db
+    sessions = []
+
+    def leaves_a_transaction(conn):
+        sessions.append(db.session_id(conn))
+        cursor = conn.cursor()
+        cursor.execute("BEGIN")
+
+    pool = pools(db.url, on_connect=leaves_a_transaction)
+    with caplog.at_level(logging.ERROR, logger="wsgipool.pool"):
+        with pytest.raises(ConnectError, match="on_connect left a transaction open"):
+            pool.checkout()
+    stats = pool.stats()
+    assert (stats["connect_errors"], stats["size"], stats["in_use"]) == (1, 0, 0), stats
+    assert any("cannot connect" in r.getMessage() for r in caplog.records)
+    assert db.live_sessions(sessions) == set()
+
+
+def test_pool_is_a_context_manager(server_db):
+    with Pool(server_db.url) as pool:
+        with pool.connection() as conn:
+            session = server_db.session_id(conn)
+    with pytest.raises(PoolClosed):
+        pool.checkout()
+    assert server_db.live_sessions([session]) == set()
