@@ -62,25 +62,36 @@ class Housekeeper:
             thread.start()
 
     def _run(self, wake: threading.Event) -> None:
-        while True:
-            due = None
-            for pool in list(self._pools):
-                try:
-                    wanted = pool.housekeep(monotonic())
-                except Exception:  # a chore failed (logged by the pool): try again later
-                    log.exception("housekeeping of pool %s failed", pool.name)
-                    wanted = monotonic() + MAX_SLEEP
-                if wanted is None:
-                    self._pools.discard(pool)
-                elif due is None or wanted < due:
-                    due = wanted
+        try:
+            while self._look(wake):
+                pass
+        finally:  # however the thread ends, watch() may start a new one
             with _START_LOCK:
-                if due is None and not wake.is_set():
-                    self._thread = None  # no open pool left; watch() starts a new one
-                    return
-            delay = MAX_SLEEP if due is None else due - monotonic()
-            wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
-            wake.clear()
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _look(self, wake: threading.Event) -> bool:
+        """Tidy every pool that is due, then sleep until the next; ``False``: stop."""
+        due = None
+        pool = None
+        for pool in list(self._pools):
+            try:
+                wanted = pool.housekeep(monotonic())
+            except Exception:  # a chore failed (logged by the pool): try again later
+                log.exception("housekeeping of pool %s failed", pool.name)
+                wanted = monotonic() + MAX_SLEEP
+            if wanted is None:
+                self._pools.discard(pool)
+            elif due is None or wanted < due:
+                due = wanted
+        pool = None  # while asleep, hold no pool: a dropped one must be collectable
+        with _START_LOCK:
+            if due is None and not wake.is_set():
+                return False  # no open pool left
+        delay = MAX_SLEEP if due is None else due - monotonic()
+        wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
+        wake.clear()
+        return True
 
 
 #: The process's housekeeper.

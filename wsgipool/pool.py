@@ -82,7 +82,7 @@ class PooledConnection:
     """
 
     __slots__ = ("conn", "created", "expires", "returned", "checked_out", "waited",
-                 "generation", "holder", "warned_for", "flags")
+                 "generation", "holder", "warned_for", "flags", "out")
 
     def __init__(self, conn: Any, now: float, expires: float, generation: int,
                  flags: Any) -> None:
@@ -96,6 +96,7 @@ class PooledConnection:
         self.holder: Any = None  # who holds it (opaque; str() names it in logs)
         self.warned_for = 0.0  # the checkout (its time) already warned about as held long
         self.flags = flags  # the driver's connect-time flags; flags[0] is autocommit
+        self.out = False  # handed to a caller and not yet given back
 
     def __repr__(self) -> str:
         return f"<PooledConnection {self.conn!r}>"
@@ -242,6 +243,7 @@ class Pool:
         self._waiters: Deque[_Waiter] = deque()
         self._size = 0  # connections open or being opened
         self._opening = 0  # of those, being opened (counted in no checkout yet)
+        self._closing = 0  # of those, taken out of use to be closed (in no checkout)
         self._housekept = False  # the housekeeping looks after this pool in this process
         # Checkouts abandoned by garbage collection, which may run while this thread
         # holds the lock: discarded later, by the next checkout, return or stats().
@@ -276,9 +278,10 @@ class Pool:
             idle = self._idle
             if idle:  # the hot path: reuse the most recently returned connection
                 entry = idle.pop()
+                entry.out = True
                 stats = self._stats
                 stats.checkouts += 1
-                in_use = self._size - self._opening - len(idle)
+                in_use = self._size - self._opening - self._closing - len(idle)
                 if in_use > stats.peak_in_use:
                     stats.peak_in_use = in_use
                 outcome: Any = entry
@@ -304,11 +307,12 @@ class Pool:
         # instead of queueing again behind everyone.
         return self._open()
 
-    def _count_checkout(self) -> None:
+    def _count_checkout(self, entry: PooledConnection) -> None:
         """With the lock held: a connection is handed to a caller."""
+        entry.out = True
         stats = self._stats
         stats.checkouts += 1
-        in_use = self._size - self._opening - len(self._idle)
+        in_use = self._size - self._opening - self._closing - len(self._idle)
         if in_use > stats.peak_in_use:
             stats.peak_in_use = in_use
 
@@ -373,10 +377,12 @@ class Pool:
                 self._stats.checkouts -= 1
                 if self._closed:
                     closing = outcome
+                    self._closing += 1
                 elif self._waiters:
-                    self._count_checkout()
+                    self._count_checkout(outcome)
                     self._hand_over(outcome)
                 else:
+                    outcome.out = False
                     self._idle.append(outcome)
         if closing is not None:
             self._discard(closing, "pool_closed", how=_WAS_IDLE)
@@ -411,8 +417,9 @@ class Pool:
             self._discard(entry, "lifetime", how=_RETRY)
             return False
         if self.pre_ping is True or (self.pre_ping and idle_for >= self.pre_ping):
-            guard = WATCHDOG.start(self._driver.fileno(entry.conn), self.timeout)
+            guard = None
             try:
+                guard = WATCHDOG.start(self._driver.fileno(entry.conn), self.timeout)
                 self._driver.ping(entry.conn)
             except Exception as exc:
                 reason = "unresponsive" if WATCHDOG.finish(guard) else "broken"
@@ -435,6 +442,8 @@ class Pool:
         generation = self._generation
         started = monotonic()
         try:
+            if self._closed:
+                raise PoolClosed(f"pool {self.name} is closed")
             if started < self._retry_at:
                 raise ConnectError(
                     f"database {self.name} refused the last attempt; "
@@ -448,7 +457,7 @@ class Pool:
             with self._lock:
                 self._opening -= 1
                 self._free_room()
-                if isinstance(exc, Exception) and not isinstance(exc, ConnectError):
+                if isinstance(exc, Exception) and not isinstance(exc, (ConnectError, PoolClosed)):
                     self._stats.connect_errors += 1
                     # Double the pause after each refusal, so a down database is not
                     # hammered and requests in between fail at once instead of each
@@ -456,7 +465,7 @@ class Pool:
                     if started >= self._retry_at:  # once per window, not per attempt
                         self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
                         self._retry_at = monotonic() + self._backoff
-            if not isinstance(exc, Exception) or isinstance(exc, ConnectError):
+            if not isinstance(exc, Exception) or isinstance(exc, (ConnectError, PoolClosed)):
                 raise
             message = scrub(str(exc).strip(), *self._driver.secrets) or type(exc).__name__
             log.error("cannot connect to %s: %s", self.name, message)
@@ -466,8 +475,6 @@ class Pool:
         expires = now + lifetime * (1 - 0.05 * random.random()) if lifetime else _NEVER
         entry = PooledConnection(conn, now, expires, generation, flags)
         entry.waited = now - started  # the connect itself
-        if for_checkout:
-            entry.returned = -_NEVER  # out, never returned yet (see checkin)
         closing = False
         with self._lock:
             self._backoff = 0.0
@@ -475,12 +482,13 @@ class Pool:
             self._all.add(entry)
             self._stats.connects += 1
             self._stats.connect_time.add(now - started)
-            if for_checkout:
-                self._count_checkout()
-            elif self._closed or generation != self._generation:
-                closing = True
+            if self._closed or generation != self._generation:
+                closing = True  # closed (or forked) while it was being opened
+                self._closing += 1
+            elif for_checkout:
+                self._count_checkout(entry)
             elif self._waiters:  # warmed for the pool, but someone is waiting: theirs
-                self._count_checkout()
+                self._count_checkout(entry)
                 self._hand_over(entry)
             else:
                 self._idle.append(entry)
@@ -488,6 +496,9 @@ class Pool:
             self._housekept = True
         if closing:
             self._discard(entry, "pool_closed", how=_WAS_IDLE)
+            if for_checkout:
+                raise PoolClosed(f"pool {self.name} was closed")
+            return entry
         if start_housekeeping:
             HOUSEKEEPER.watch(self)
         log.debug("opened a connection to %s (%d open)", self.name, self._size)
@@ -512,9 +523,18 @@ class Pool:
 
     def checkin(self, entry: PooledConnection) -> None:
         """Give back a connection taken with :meth:`checkout`: make it clean, then reuse
-        or discard it."""
-        if entry.generation != self._generation or entry.returned > entry.checked_out:
+        or discard it.
+
+        Call it exactly once per checkout. A second call while the connection is idle or
+        discarded is refused with a warning; one made after the connection was handed
+        to someone else cannot be told from theirs, so keep no handle after the call.
+        A connection from another pool raises ``ValueError``.
+        """
+        if self._pid != getpid():  # a fork no hook told us about: never the parent's
+            self._adopt_process()
+        if entry.generation != self._generation or not entry.out:
             return self._refuse_checkin(entry)
+        entry.out = False
         if self._leaked:
             self._reap_leaked()
         conn = entry.conn
@@ -547,11 +567,12 @@ class Pool:
             stats.hold.add(now - entry.checked_out)
             if not self._closed:
                 if self._waiters:
-                    self._count_checkout()
+                    self._count_checkout(entry)
                     self._hand_over(entry)
                 else:
                     self._idle.append(entry)
                 return
+            self._closing += 1
         self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
 
     def _refuse_checkin(self, entry: PooledConnection) -> None:
@@ -579,8 +600,9 @@ class Pool:
         conn = entry.conn
         step = "rollback_failed"
         warning = driver.left_open(conn) if state != IDLE else None
-        guard = WATCHDOG.start(driver.fileno(conn), self.timeout)
+        guard = None
         try:
+            guard = WATCHDOG.start(driver.fileno(conn), self.timeout)
             if state != IDLE:
                 driver.rollback(conn)
                 if self._state(conn) not in _SETTLED:
@@ -663,10 +685,12 @@ class Pool:
                  exc: Optional[BaseException] = None, *, how: int) -> None:
         """Close a connection for good and account for it, whatever happens meanwhile.
 
-        ``how`` says where it was: idle (``_WAS_IDLE``), ending a checkout
+        ``how`` says where it was: taken from the idle list, counted in ``_closing``
+        by the caller under the same lock (``_WAS_IDLE``), ending a checkout
         (``_RETURNED``), or being handed out (``_RETRY``: the caller keeps the room to
         open another; ``_ABORTED``: the checkout fails and the room is freed).
         """
+        interrupted = False
         try:
             level = logging.INFO if reason in _ROUTINE else logging.WARNING
             if log.isEnabledFor(level):
@@ -674,11 +698,14 @@ class Pool:
                 log.log(level, "discarded a connection to %s (%s%s)%s", self.name,
                         reason.replace("_", " "), cause, _describe_holder(entry.holder))
             entry.holder = None
-            entry.returned = _NEVER  # a later checkin of it is refused as a second one
+            entry.out = False  # a later checkin of it is refused as a second one
             try:
                 self._driver.close(entry.conn)
             except Exception:  # already closed or broken: nothing more to free
                 pass
+        except BaseException:
+            interrupted = True  # the caller will not go on to reopen the room
+            raise
         finally:
             now = monotonic()
             with self._lock:
@@ -691,10 +718,11 @@ class Pool:
                     stats.hold.add(now - entry.checked_out)
                     self._free_room()
                 elif how == _WAS_IDLE:
+                    self._closing -= 1
                     self._free_room()
                 else:
                     stats.checkouts -= 1
-                    if how == _RETRY:
+                    if how == _RETRY and not interrupted:
                         self._opening += 1
                     else:
                         self._free_room()
@@ -712,6 +740,8 @@ class Pool:
         max_idle = self.max_idle
         due = _NEVER
         with self._lock:
+            if self._closed:
+                return None
             keep, retire = [], []
             for entry in self._idle:
                 if now >= entry.expires:
@@ -724,19 +754,28 @@ class Pool:
                               _NEVER if max_idle is None else entry.returned + max_idle)
             if retire:
                 self._idle[:] = keep
+                self._closing += len(retire)
             missing = self.min_size - self._size if not self._waiters else 0
             if missing > 0 and monotonic() >= self._retry_at:
                 self._size += missing
                 self._opening += missing
             else:
                 missing = 0
-        for entry, reason in retire:
-            self._discard(entry, reason, how=_WAS_IDLE)
-        for _ in range(missing):
-            try:
-                self._open(for_checkout=False)
-            except Exception:  # logged by _open; the back-off paces the next attempt
-                due = min(due, self._retry_at)
+        attempted = 0
+        try:
+            self._discard_all(retire)
+            while attempted < missing:
+                attempted += 1  # _open frees its own room if it fails, however
+                try:
+                    self._open(for_checkout=False)
+                except Exception:  # logged by _open; the back-off paces the next attempt
+                    due = min(due, self._retry_at)
+        finally:
+            if attempted < missing:  # interrupted: give back the rooms never tried
+                with self._lock:
+                    for _ in range(missing - attempted):
+                        self._opening -= 1
+                        self._free_room()
         # Look again within a tenth of either limit, so a connection returned after this
         # look is still closed within 110 % of it.
         for limit in (max_idle, self.max_lifetime):
@@ -755,9 +794,10 @@ class Pool:
         if self._leaked:
             self._reap_leaked()
         with self._lock:
+            # A connection being closed is gone already, for every figure.
             return self._stats.snapshot(
-                max_size=self.max_size, size=self._size, idle=len(self._idle),
-                waiting=len(self._waiters), opening=self._opening,
+                max_size=self.max_size, size=self._size - self._closing,
+                idle=len(self._idle), waiting=len(self._waiters), opening=self._opening,
             )
 
     def histograms(self) -> Dict[str, Dict[str, Any]]:
@@ -785,13 +825,25 @@ class Pool:
                 return
             self._closed = True
             idle, self._idle = self._idle, []
+            self._closing += len(idle)
             while self._waiters:
                 self._hand_over(PoolClosed(f"pool {self.name} was closed"))
         try:
-            for entry in idle:
-                self._discard(entry, "pool_closed", how=_WAS_IDLE)
+            self._discard_all([(entry, "pool_closed") for entry in idle])
         finally:
             log.info("pool %s closed in pid %d", self.name, self._pid)
+
+    def _discard_all(self, entries: List[Any]) -> None:
+        """Discard ``(connection, reason)`` pairs taken from the idle list (each counted
+        in ``_closing``), every one even if closing one is interrupted; then re-raise."""
+        error: Optional[BaseException] = None
+        for entry, reason in entries:
+            try:
+                self._discard(entry, reason, how=_WAS_IDLE)
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     # -- fork ---------------------------------------------------------------------------
 

@@ -48,6 +48,8 @@ class Guard:
         self.cut = False  # the watchdog shut the socket down
 
 
+# How long the thread waits with nothing to guard before it ends (seconds).
+IDLE_EXIT = 10.0
 # How often the thread looks at the round trips in flight, while there are any (seconds):
 # a round trip is cut at most this long after its deadline.
 TICK = 0.1
@@ -115,12 +117,18 @@ class Watchdog:
                     self._active.discard(guard)
                     guard.cut = True
                     _shutdown(guard.fd)
-                delay: Optional[float] = TICK if self._active else None
-                self._idle_sleep = delay is None
-            if delay is None:
-                self._wake.acquire()  # until start() has something to guard
-            else:
-                _sleep(delay)
+                busy = bool(self._active)
+                self._idle_sleep = not busy
+            if busy:
+                _sleep(TICK)
+                continue
+            if self._wake.acquire(timeout=IDLE_EXIT):
+                continue  # start() has something to guard
+            with self._lock:
+                if not self._active and self._idle_sleep:
+                    self._idle_sleep = False
+                    self._running = False  # the next start() starts a new thread
+                    return
 
 
 def _shutdown(fd: int) -> None:
@@ -130,9 +138,8 @@ def _shutdown(fd: int) -> None:
         sock = _socket.socket(fileno=fd)
     except OSError:
         return
-    try:
+    try:  # nothing logged here: under gevent a handler's lock is not this thread's
         sock.shutdown(_socket.SHUT_RDWR)
-        log.debug("shut down the socket of an unresponsive connection")
     except OSError:
         pass
     finally:
