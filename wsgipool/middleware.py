@@ -34,7 +34,8 @@ from .request import (
 )
 from .options import MIDDLEWARE_CHECKS, MIDDLEWARE_DEFAULTS, POOL_OPTIONS, unknown_options
 from .settings import (
-    configured_databases, middleware_settings, pool_from_environ, pool_from_settings,
+    configured_databases, middleware_options_from_environ, middleware_settings,
+    pool_from_environ, pool_from_settings,
 )
 
 if TYPE_CHECKING:
@@ -120,17 +121,29 @@ class PoolMiddleware:
                 f"url_or_pool must be a URL str or a Pool, not {type(url_or_pool).__name__}"
             )
         self.app = app
-        self.environ_key = environ_key
-        self.server_timing = server_timing
-        self.transaction = transaction
-        self.stats_path = stats_path
-        self.lazy = lazy
         named_options = pool_options
         if databases is None and url_or_pool is None:
             databases, named_options = configured_databases(pool_options)
         self.pools = {DEFAULT: self.pool, **_named_pools(databases, named_options)}
         self._waiting_options = pool_options  # for a pool made at the first request
+        self._explicit = {option for option, value in
+                          zip(MIDDLEWARE_DEFAULTS, (environ_key, retry_after, server_timing,
+                                                    stats_path, transaction, lazy))
+                          if value != MIDDLEWARE_DEFAULTS[option]}
         self._pool_lock = threading.Lock()
+        self._apply(environ_key=environ_key, retry_after=retry_after,
+                    server_timing=server_timing, stats_path=stats_path,
+                    transaction=transaction, lazy=lazy)
+
+    def _apply(self, *, environ_key: str, retry_after: int, server_timing: bool,
+               stats_path: Optional[str], transaction: bool, lazy: bool) -> None:
+        """Set the middleware's options, and what the request path derives from them."""
+        self.environ_key = environ_key
+        self.server_timing = server_timing
+        self.transaction = transaction
+        self.stats_path = stats_path
+        self.lazy = lazy
+        self.retry_after = retry_after
         # Named pools or lazy checkout: each request gets a RequestConnections.
         self._per_request = lazy or len(self.pools) > 1
         self._stats_app = (StatsApp([p for p in self.pools.values() if p is not None])
@@ -219,10 +232,14 @@ class PoolMiddleware:
         """Inside Apache, with no URL but ``SetEnv``: make the pool from this request."""
         with self._pool_lock:
             if self.pool is None:
-                self.pool = self.pools[DEFAULT] = pool_from_environ(
-                    environ, self._waiting_options)
-                if self._stats_app is not None:
-                    self._stats_app = StatsApp(list(self.pools.values()))
+                found = {option: value for option, value in
+                         middleware_options_from_environ(environ).items()
+                         if option not in self._explicit}
+                current = {option: getattr(self, option) for option in MIDDLEWARE_DEFAULTS}
+                pool = pool_from_environ(environ, self._waiting_options)
+                self.pools[DEFAULT] = pool
+                self._apply(**{**current, **found})  # the stats app sees the new pool
+                self.pool = pool  # last: other threads go ahead once it is set
                 log.info("pool %s made from the first request's environ in pid %d",
                          self.pool.name, os.getpid())
             return self.pool

@@ -66,6 +66,19 @@ def configured_databases(options: Dict[str, Any]) -> tuple:
     return _configured["databases"], {**_configured["options"], **options}
 
 
+def middleware_options_from_environ(environ: Mapping[str, Any]) -> Dict[str, Any]:
+    """Middleware options from the first request's environ (Apache's ``SetEnv``)."""
+    found = options_from_settings(environ.get, "the request environ (SetEnv)",
+                                  MIDDLEWARE_CHECKS)
+    for option, value in found.items():
+        try:
+            MIDDLEWARE_CHECKS[option](value)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"WSGIPOOL_{option.upper()} in the request environ (SetEnv): {exc}") from None
+    return found
+
+
 def pool_from_settings(url: Optional[str], options: Dict[str, Any]) -> Optional[Pool]:
     """Build the pool for a middleware: its own URL, else :func:`configure`'s, else the
     process's settings (``DATABASE_URL`` and ``WSGIPOOL_*``, from the environment or a
