@@ -57,6 +57,35 @@ def install(on_pool_created: List[Callable[[Any], None]],
         apache.register_cleanup(lambda _data=None: close_all())
     _log_to_stderr_unless_configured()
     on_pool_created.append(budget_line)
+    on_pool_created.append(check_in_worker)
+
+
+def check_in_worker(pool: Any) -> None:
+    """Open the pool's first connections where it will serve, so a wrong URL shows at
+    boot: at once in an Apache child or a uWSGI worker (the app is imported there);
+    in uWSGI's master (the app imported before forking), in each worker after the fork.
+    """
+    if running_in() == "uWSGI":
+        import uwsgi
+
+        if uwsgi.worker_id() == 0:  # the master: its connections would be forgotten
+            _checks_after_fork.append(pool)
+            if not _checks_after_fork[1:]:
+                previous = getattr(uwsgi, "post_fork_hook", None)
+
+                def check_after_fork() -> None:
+                    if previous is not None:
+                        previous()
+                    for waiting in list(_checks_after_fork):
+                        waiting.check_at_boot()
+
+                uwsgi.post_fork_hook = check_after_fork
+            return
+    pool.check_at_boot()
+
+
+# Pools made in uWSGI's master, checked in each worker after the fork.
+_checks_after_fork: List[Any] = []
 
 
 def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:

@@ -18,7 +18,12 @@ class PoolTimeout(PoolError):
 
 
 class ConnectError(PoolError):
-    """The database refused or could not be reached; the driver's error is ``__cause__``."""
+    """The database refused or could not be reached; the driver's error is ``__cause__``.
+
+    ``logged`` is true when the pool has already logged the cause.
+    """
+
+    logged = False
 
 
 class PoolClosed(PoolError):

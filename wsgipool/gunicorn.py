@@ -68,7 +68,8 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """gunicorn ``post_worker_init``: wrap the app if asked, then log the connection budget."""
+    """gunicorn ``post_worker_init``: wrap the app if asked, log the connection budget,
+    and open each pool's first connections (:meth:`~wsgipool.Pool.check_at_boot`)."""
     _share_gunicorn_log(worker)
     if _wrap_app and not isinstance(worker.wsgi, PoolMiddleware):
         worker.wsgi = PoolMiddleware(worker.wsgi)
@@ -90,6 +91,10 @@ def post_worker_init(worker: Any) -> None:
                 "will queue for up to timeout=%.1f s when all are busy",
                 pool.name, concurrency, unit, pool.max_size, pool.timeout,
             )
+    # One checked connect per pool (min_size of them), so a wrong URL shows at boot; a
+    # failure raised here (fail_at_boot) is a worker that failed to boot: gunicorn stops.
+    for pool in live_pools():
+        pool.check_at_boot()
 
 
 def _concurrency(cfg: Any) -> tuple:

@@ -167,12 +167,13 @@ class PoolMiddleware:
             return self._stats_app(environ, start_response)
         if self._per_request:
             return self._call_with_connections(environ, start_response)
+        holder = RequestLabel(environ)
         try:
-            entry = pool.checkout()
+            entry = pool.checkout(holder=holder)
         except _UNAVAILABLE as exc:
-            # The pool has logged the cause (without secrets); the client learns no more.
+            # The client learns no more than a 503; the log says why, once.
             return self._unavailable(environ, start_response, exc)
-        entry.holder = RequestLabel(environ)
+        entry.holder = holder
         environ[self.environ_key] = entry.conn
         environ[ENVIRON_KEY] = self.environ_key  # for wsgipool.connection(environ)
         environ[POOL_KEY] = pool
@@ -257,7 +258,8 @@ class PoolMiddleware:
 
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
-        log.warning("answered 503 to %s: %s", request_line(environ), why)
+        if not getattr(why, "logged", False):  # else the pool said it, naming the request
+            log.warning("answered 503 to %s: %s", request_line(environ), why)
         if exc_info is None:
             start_response("503 Service Unavailable", list(self._unavailable_headers))
         else:

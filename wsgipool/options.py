@@ -97,6 +97,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "name": _name,
     "transaction_pooling": lambda value: _flag("transaction_pooling", value),
     "on_connect": lambda value: _callable_or_none("on_connect", value),
+    "fail_at_boot": lambda value: _flag("fail_at_boot", value),
 }
 
 

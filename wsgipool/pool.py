@@ -34,6 +34,7 @@ import threading
 from collections import deque
 from os import getpid
 from time import monotonic
+from time import sleep as _sleep
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
 from .drivers import BROKEN, CLOSED, IDLE, UNKNOWN, Driver, make_driver
@@ -158,6 +159,11 @@ class Pool:
         fails, the connection is closed and the checkout fails as a refused connect
         would (:class:`~wsgipool.ConnectError`, logged with the cause).
 
+    :param fail_at_boot: when a server starts a worker (gunicorn's
+        ``post_worker_init``, a uWSGI worker, an Apache child), a pool that cannot
+        connect makes the worker fail to boot (gunicorn then stops) instead of logging
+        the cause and serving 503 until the database answers.
+
     A pool is a context manager: ``with Pool(url) as pool:`` closes it on exit.
     """
 
@@ -177,6 +183,7 @@ class Pool:
         name: Optional[str] = None,
         transaction_pooling: bool = False,
         on_connect: Optional[Callable[[Any], Any]] = None,
+        fail_at_boot: bool = False,
     ) -> None:
         self.max_size = _CHECKS["max_size"](max_size)
         self.min_size = _CHECKS["min_size"](min_size)
@@ -189,6 +196,7 @@ class Pool:
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
         self.hold_warning = _CHECKS["hold_warning"](hold_warning)
         self.on_connect = _CHECKS["on_connect"](on_connect)
+        self.fail_at_boot = _CHECKS["fail_at_boot"](fail_at_boot)
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
@@ -265,10 +273,13 @@ class Pool:
         """Check a connection out for a ``with`` block; it is returned when the block ends."""
         return _Lease(self, timeout)
 
-    def checkout(self, timeout: Optional[float] = None) -> PooledConnection:
+    def checkout(self, timeout: Optional[float] = None,
+                 holder: Any = None) -> PooledConnection:
         """Take a connection; give it back with :meth:`checkin` exactly once.
 
         Waits up to ``timeout`` seconds (default: the pool's) when none is free.
+        ``holder`` names the caller in log lines (any object; ``str()`` is taken only
+        when a line is logged), from a failed connect on.
         """
         if self._pid != getpid():  # a fork no hook told us about (uWSGI by default)
             self._adopt_process()
@@ -288,11 +299,11 @@ class Pool:
             else:
                 outcome = self._reserve_or_queue()
         if outcome is _ROOM:
-            return self._open()
+            return self._open(holder=holder)
         if outcome.__class__ is _Waiter:
             outcome = self._wait(outcome, self.timeout if timeout is None else timeout)
             if outcome is _ROOM:
-                return self._open()
+                return self._open(holder=holder)
         else:
             outcome.checked_out = monotonic()
             outcome.waited = 0.0
@@ -305,7 +316,7 @@ class Pool:
             return entry
         # Stale or dead: its room is still ours, so a waiter handed it keeps its place
         # instead of queueing again behind everyone.
-        return self._open()
+        return self._open(holder=holder)
 
     def _count_checkout(self, entry: PooledConnection) -> None:
         """With the lock held: a connection is handed to a caller."""
@@ -436,7 +447,7 @@ class Pool:
                 self._stats.pings += 1
         return True
 
-    def _open(self, for_checkout: bool = True) -> PooledConnection:
+    def _open(self, for_checkout: bool = True, holder: Any = None) -> PooledConnection:
         """Open a connection in the room already reserved for it (``_size`` and
         ``_opening`` count it); hand it out, or with ``for_checkout=False`` make it idle."""
         generation = self._generation
@@ -468,8 +479,11 @@ class Pool:
             if not isinstance(exc, Exception) or isinstance(exc, (ConnectError, PoolClosed)):
                 raise
             message = scrub(str(exc).strip(), *self._driver.secrets) or type(exc).__name__
-            log.error("cannot connect to %s: %s", self.name, message)
-            raise ConnectError(f"cannot connect to {self.name}: {message}") from exc
+            log.error("cannot connect to %s: %s%s", self.name, message,
+                      _describe_holder(holder))
+            error = ConnectError(f"cannot connect to {self.name}: {message}")
+            error.logged = True  # the caller need not say it again
+            raise error from exc
         now = monotonic()
         lifetime = self.max_lifetime
         expires = now + lifetime * (1 - 0.05 * random.random()) if lifetime else _NEVER
@@ -806,6 +820,62 @@ class Pool:
             self._adopt_process()
         with self._lock:
             return self._stats.histograms()
+
+    def open(self, wait: bool = True, holder: Any = None) -> None:
+        """Open ``min_size`` connections (at least one) so the pool can serve, as
+        psycopg_pool's ``open(wait=True)`` does.
+
+        With ``wait``, return once they are open, or raise the
+        :class:`~wsgipool.ConnectError` that says why not (its cause logged once, naming
+        ``holder``); without, open them in the background. Connections already open
+        count: a pool that has served returns at once.
+        """
+        if self._pid != getpid():
+            self._adopt_process()
+        if not wait:
+            if not self._housekept:
+                self._housekept = True
+                HOUSEKEEPER.watch(self)
+            return
+        target = max(1, self.min_size)
+        deadline = monotonic() + self.timeout
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                if self._size - self._opening - self._closing >= target:
+                    return  # open, idle or in use
+                missing = max(0, target - self._size) if not self._waiters else 0
+                self._size += missing
+                self._opening += missing
+            if not missing:  # the housekeeping is opening them: wait for it
+                if monotonic() >= deadline:
+                    raise PoolTimeout(f"pool {self.name} did not open {target} "
+                                      f"connection(s) within {self.timeout:.1f} s")
+                _sleep(0.01)
+                continue
+            attempted = 0
+            try:
+                while attempted < missing:
+                    attempted += 1  # _open frees its own room if it fails
+                    self._open(for_checkout=False, holder=holder)
+            finally:
+                if attempted < missing:  # failed or interrupted: give back the rest
+                    with self._lock:
+                        for _ in range(missing - attempted):
+                            self._opening -= 1
+                            self._free_room()
+
+    def check_at_boot(self) -> bool:
+        """A server integration's check when a worker starts: :meth:`open`, and on failure
+        the cause logged once as an error; raised only with ``fail_at_boot``."""
+        try:
+            self.open(wait=True, holder=f"at boot of pid {os.getpid()}")
+        except (ConnectError, PoolClosed, PoolTimeout):
+            if self.fail_at_boot:
+                raise
+            return False
+        return True
 
     def __enter__(self) -> "Pool":
         return self

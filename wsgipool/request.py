@@ -67,8 +67,9 @@ class RequestConnections:
             environ = self._environ
             if self._done or environ is None:
                 raise PoolError(f"the response is closed: no connection to {name!r} any more")
-            entry = pool.checkout()
-            entry.holder = RequestLabel(environ)
+            holder = RequestLabel(environ)
+            entry = pool.checkout(holder=holder)
+            entry.holder = holder
             # A new dict, not an update: readers without the lock see whole ones.
             self._entries = {**self._entries, name: entry}
             self._clock.start(entry.checked_out)

@@ -124,7 +124,7 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
 # Pool options a server's settings may carry, by name: WSGIPOOL_MAX_SIZE=8 ...
 _POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_lifetime", "max_idle",
                       "pre_ping", "reset", "on_connect", "hold_warning", "name",
-                      "transaction_pooling")
+                      "transaction_pooling", "fail_at_boot")
 # The test suite's own variables, which name no option on purpose.
 _NOT_OPTIONS = ("WSGIPOOL_TEST_", "WSGIPOOL_REQUIRE_SERVERS")
 _warned: set = set()
@@ -260,7 +260,7 @@ TEXT_OPTIONS: Dict[str, Any] = {
     "max_lifetime": _optional_seconds,
     "max_idle": _optional_seconds, "hold_warning": _optional_seconds,
     "pre_ping": _bool_or_seconds, "reset": _reset, "on_connect": _reset, "name": _text,
-    "transaction_pooling": _bool,
+    "transaction_pooling": _bool, "fail_at_boot": _bool,
     "environ_key": _text, "retry_after": _int, "server_timing": _bool,
     "stats_path": _text, "transaction": _bool, "lazy": _bool,
 }

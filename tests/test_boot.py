@@ -1,0 +1,157 @@
+"""A wrong database URL is found at boot, not by the first user; ``Pool.open()``."""
+
+import logging
+import os
+import re
+import time
+
+import pytest
+
+from servers import ROOT, Gunicorn, get
+from wsgipool import ConnectError, Pool
+
+APPS = os.path.join(ROOT, "tests", "gunicorn_apps")
+WORKERS = 2
+
+
+def _wrong_database(url):
+    """The same server and user, a database that does not exist."""
+    return re.sub(r"/test(\?|$)", r"/no_such_database_\1", url, count=1)
+
+
+def _env(url, **more):
+    return {"DATABASE_URL": url, "POOL_MAX_SIZE": "2", "WORKERS": str(WORKERS),
+            "WORKER_CLASS": "sync", "WRAP_APP": "1", **more}
+
+
+def test_wrong_database_is_logged_once_per_worker_at_boot(server_db, tmp_path):
+    """Each worker logs the cause once, at boot, as an ERROR; the server stays up (a
+    database restarting must not crash-loop it) and answers 503 until it can connect."""
+    log_path = str(tmp_path / "gunicorn.log")
+    server = Gunicorn("plain_app:app", "-c", "gunicorn_test.conf.py", cwd=APPS,
+                      env=_env(_wrong_database(server_db.url)), log_path=log_path)
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 20
+        boot_errors = []
+        while time.monotonic() < deadline:
+            boot_errors = [line for line in server.log().splitlines()
+                           if "[ERROR]" in line and "at boot of pid" in line]
+            if len(boot_errors) >= WORKERS:
+                break
+            time.sleep(0.1)
+        assert len(boot_errors) == WORKERS, server.log()[-3000:]
+        assert all("no_such_database_" in line and "cannot connect" in line
+                   for line in boot_errors), boot_errors
+        pids = {re.search(r"at boot of pid (\d+)", line).group(1) for line in boot_errors}
+        assert len(pids) == WORKERS  # once per worker, not once per retry
+        status, _ = get(server.url + "/")
+        assert status == 503
+        assert server.process.poll() is None  # still serving
+    finally:
+        server.stop(timeout=15)
+
+
+def test_fail_at_boot_stops_gunicorn(server_db, tmp_path):
+    """``WSGIPOOL_FAIL_AT_BOOT=true``: a worker whose pool cannot connect fails to boot,
+    and gunicorn stops instead of going live against a wrong database."""
+    log_path = str(tmp_path / "gunicorn.log")
+    server = Gunicorn("plain_app:app", "-c", "gunicorn_test.conf.py", cwd=APPS,
+                      env=_env(_wrong_database(server_db.url), WSGIPOOL_FAIL_AT_BOOT="true"),
+                      log_path=log_path)
+    try:
+        code = server.process.wait(30)
+        assert code != 0, server.log()[-3000:]
+        log = server.log()
+        assert "Worker failed to boot" in log and "no_such_database_" in log, log[-3000:]
+    finally:
+        server.stop(timeout=15)
+
+
+def test_right_database_opens_min_size_at_boot(server_db, tmp_path):
+    """With the right URL, each worker has ``min_size`` sessions before any request."""
+    log_path = str(tmp_path / "gunicorn.log")
+    server = Gunicorn("plain_app:app", "-c", "gunicorn_test.conf.py", cwd=APPS,
+                      env=_env(server_db.url, WSGIPOOL_MIN_SIZE="2"), log_path=log_path)
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 20
+        sessions = set()
+        while time.monotonic() < deadline:
+            sessions = _sessions_of(server_db)
+            if len(sessions) >= 2 * WORKERS:
+                break
+            time.sleep(0.1)
+        assert len(sessions) == 2 * WORKERS, (sessions, server.log()[-2000:])
+        assert "[ERROR]" not in server.log()
+    finally:
+        server.stop(timeout=15)
+
+
+def _sessions_of(db):
+    """Server sessions of the test's own user to the test database (both servers)."""
+    conn = db.admin()
+    try:
+        cursor = conn.cursor()
+        if db.kind == "postgresql":
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                           (db.tag,))
+        else:
+            cursor.execute("SELECT ID FROM information_schema.PROCESSLIST "
+                           "WHERE DB = 'test' AND ID <> CONNECTION_ID() AND INFO IS NULL "
+                           "AND COMMAND = 'Sleep' AND TIME < 60")
+        return {row[0] for row in cursor.fetchall()}
+    finally:
+        conn.close()
+
+
+def test_open_waits_until_the_pool_can_serve(server_db, pools):
+    pool = pools(server_db.url, min_size=3, max_size=4)
+    pool.open()
+    stats = pool.stats()
+    assert (stats["size"], stats["idle"], stats["connects"]) == (3, 3, 3), stats
+
+
+def test_open_raises_the_cause_and_logs_it_once(server_db, pools, caplog):
+    pool = pools(_wrong_database(server_db.url), max_size=2)
+    with caplog.at_level(logging.ERROR, logger="wsgipool"):
+        with pytest.raises(ConnectError, match="no_such_database_"):
+            pool.open()
+    assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+    stats = pool.stats()
+    assert (stats["size"], stats["opening"], stats["connect_errors"]) == (0, 0, 1), stats
+
+
+def test_refused_connect_under_a_request_is_logged_once_with_the_request(server_db, caplog):
+    """Before: an ERROR from the pool, then a WARNING from the middleware, same cause."""
+    from wsgipool import PoolMiddleware
+
+    def app(environ, start_response):  # pragma: no cover - never reached
+        start_response("200 OK", [])
+        return [b""]
+
+    middleware = PoolMiddleware(app, _wrong_database(server_db.url))
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/orders", "SCRIPT_NAME": ""}
+    seen = []
+    try:
+        with caplog.at_level(logging.DEBUG, logger="wsgipool"):
+            body = middleware(environ, lambda status, headers, exc_info=None:
+                              seen.append(status))
+            b"".join(body)
+    finally:
+        middleware.pool.close()
+    assert seen == ["503 Service Unavailable"]
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.ERROR and "GET /orders" in lines[0].getMessage()
+
+
+def test_pool_made_before_the_fork_is_checked_in_the_worker(server_db, pools):
+    """Not in a server: ``check_at_boot`` is the same call the server hooks make."""
+    pool = pools(server_db.url)
+    assert pool.check_at_boot() is True
+    bad = pools(_wrong_database(server_db.url))
+    assert bad.check_at_boot() is False
+    fatal = pools(_wrong_database(server_db.url), fail_at_boot=True)
+    with pytest.raises(ConnectError):
+        fatal.check_at_boot()
