@@ -1,10 +1,16 @@
 # make demo: the guestbook on http://127.0.0.1:8000, on SQLite (examples/guestbook.db);
-#   DATABASE_URL=postgresql://postgres@127.0.0.1/test make demo switches it to a server
+#   DATABASE_URL=postgresql://postgres@127.0.0.1/test make demo switches it to a server.
+#   It needs Python 3.9+ and nothing else: its own small venv, no system packages.
 # make test: the test suite against PostgreSQL, MariaDB and SQLite
 PYTHON ?= python3
 VENV ?= .venv
+DEMO_VENV ?= .venv-demo
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
+comma := ,
+# The demo's extras: gunicorn, and the driver its DATABASE_URL names (SQLite: none).
+DEMO_EXTRAS := demo$(if $(filter postgresql+psycopg%,$(DATABASE_URL)),$(comma)psycopg,$(if $(filter postgres%,$(DATABASE_URL)),$(comma)postgresql))$(if $(filter mysql+pymysql% mariadb+pymysql%,$(DATABASE_URL)),$(comma)pymysql,$(if $(filter mysql% mariadb%,$(DATABASE_URL)),$(comma)mysql))
+DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
 
 .PHONY: help venv test demo bench clean
 
@@ -28,8 +34,14 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
-	cd examples && ../$(VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install -q -e '.[$(DEMO_EXTRAS)]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	cd examples && ../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
 		-b 127.0.0.1:8000 --access-logfile - guestbook:app
 
 bench: $(STAMP)
@@ -37,5 +49,5 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
+	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -6,12 +6,12 @@ Run it with ``make demo`` (SQLite, http://127.0.0.1:8000), or against a server::
     DATABASE_URL=mysql://root@127.0.0.1/test make demo
 
 The page shows the serving worker's pool figures: reload it and watch the reuse ratio
-grow while the number of connections opened stays put. ``/stats`` has them as JSON.
+grow while the number of connections opened stays put. ``/stats`` is the middleware's
+stats endpoint: JSON, or Prometheus text with ``?format=prometheus``.
 """
 
 import datetime
 import html
-import json
 import os
 from urllib.parse import parse_qs
 
@@ -28,10 +28,6 @@ def guestbook(environ, start_response):
         return show(environ, start_response)
     if path == "/sign" and method == "POST":
         return sign(environ, start_response)
-    if path == "/stats" and method == "GET":
-        stats = environ["wsgipool.pool"].stats()
-        stats["pid"] = os.getpid()
-        return respond(start_response, "200 OK", json.dumps(stats, indent=2), "application/json")
     return respond(start_response, "404 Not Found", "Not found\n", "text/plain")
 
 
@@ -131,10 +127,13 @@ def stats_panel(environ):
                     for k, v in rows)
     return (f"<aside><h2>Pool</h2><p>{s['checkouts']} requests served by {s['connects']} "
             f"connection(s) opened in this worker.</p><table>{cells}</table>"
-            f'<p><a href="/stats">/stats</a> (JSON)</p></aside>')
+            f'<p><a href="/stats">/stats</a> (JSON; <a href="/stats?format=prometheus">'
+            f"Prometheus</a>): the middleware's own endpoint</p></aside>")
 
 
-app = PoolMiddleware(guestbook)  # the URL and options come from gunicorn.conf.py or DATABASE_URL
+# The URL and pool options come from gunicorn.conf.py or DATABASE_URL; /stats is the
+# middleware's stats endpoint (keep such a path off public networks).
+app = PoolMiddleware(guestbook, stats_path="/stats")
 
 
 

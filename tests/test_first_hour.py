@@ -151,3 +151,42 @@ def test_pool_is_a_context_manager(server_db):
     with pytest.raises(PoolClosed):
         pool.checkout()
     assert server_db.live_sessions([session]) == set()
+
+
+# -- the README's first app, and the demo's footprint ---------------------------------------
+
+
+def test_readme_first_app_runs_as_written(tmp_path, monkeypatch):
+    """The README's first snippet is a whole app: run as written, it answers."""
+    from readme import snippet
+
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(snippet("first-app"), namespace)
+    app = namespace["app"]
+    try:
+        status, body = _call(app)
+    finally:
+        app.pool.close()
+    assert (status, body) == ("200 OK", b"hello from the database\n")
+    assert (tmp_path / "hello.db").exists()
+
+
+def test_demo_installs_the_package_and_gunicorn_only():
+    """``make demo`` builds its own venv from the ``demo`` extra (gunicorn alone), runs no
+    system package step and no ``[test]`` extra, so it needs no root and no pytest."""
+    import configparser
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = configparser.ConfigParser()
+    config.read(os.path.join(root, "setup.cfg"))
+    demo = config["options.extras_require"]["demo"].split()
+    assert [requirement.split(">")[0] for requirement in demo] == ["gunicorn"]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    plan = subprocess.run(["make", "-n", "demo", "DEMO_VENV=/nonexistent-demo-venv"],
+                          cwd=root, capture_output=True, text=True, timeout=30, env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert "system-deps" not in plan.stdout and "[test]" not in plan.stdout, plan.stdout
+    assert "pip install -q -e '.[demo]'" in plan.stdout, plan.stdout

@@ -19,8 +19,7 @@ import weakref
 import pytest
 
 import wsgipool
-from wsgipool import Pool, PoolClosed, PoolTimeout
-from wsgipool import watchdog
+from wsgipool import Pool, PoolClosed, PoolTimeout, watchdog
 from wsgipool.drivers import make_driver
 
 # The wsgipool this run imported (the checkout, unless PYTHONPATH says otherwise).
@@ -75,8 +74,9 @@ class FakeDatabase:
 
 
 def figures(stats):
-    return {key: stats[key] for key in
-            ("checkouts", "returns", "in_use", "size", "idle", "opening")}
+    """The counts the identities relate, for assertion messages."""
+    return " ".join(f"{key}={stats[key]}" for key in
+                    ("checkouts", "returns", "in_use", "size", "idle", "opening"))
 
 
 def assert_identities(stats):
@@ -102,7 +102,7 @@ def run_thread(target):
     def run():
         try:
             out["result"] = target()
-        except BaseException as exc:  # handed to the test
+        except BaseException as exc:  # noqa: BLE001  (handed to the test)
             out["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)
@@ -157,7 +157,7 @@ def test_waiter_served_as_it_times_out_checks_in_once(request, database, pools,
                     continue
                 time.sleep(0.001)
                 pool.checkin(entry)
-        except BaseException as exc:  # asserted on below
+        except BaseException as exc:  # noqa: BLE001  (asserted on below)
             errors.append(exc)
 
     def read_stats():  # as exporters do: the pool's lock gets contended
@@ -329,7 +329,8 @@ def test_close_during_a_connect_hands_nothing_out(postgresql, pools):
         handed.conn.close()
     assert handed is None, f"a closed pool handed out {handed!r}"
     assert isinstance(out.get("error"), PoolClosed), out
-    assert wait_for(lambda: not postgresql.live_sessions()) == True  # noqa: E712
+    assert wait_for(lambda: not postgresql.live_sessions()), \
+        f"its session is still open: {postgresql.live_sessions()}"
     stats = pool.stats()
     assert (stats["size"], stats["in_use"], stats["opening"]) == (0, 0, 0), figures(stats)
 
@@ -373,7 +374,7 @@ def test_checkin_in_a_child_forked_without_hooks_spares_the_parent(request, data
     """A request's connection given back in a child forked without Python's fork hooks
     (uWSGI's default) must not roll back the parent's transaction on the shared socket."""
     url = request.getfixturevalue(database).url
-    done = subprocess.run([sys.executable, NOHOOK_SCRIPT, url],
+    done = subprocess.run([sys.executable, NOHOOK_SCRIPT, url], check=False,
                           env=dict(os.environ, PYTHONPATH=UNDER_TEST),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -435,7 +436,7 @@ def test_watchdog_thread_ends_when_nothing_is_guarded(postgresql, pools, monkeyp
     for _ in range(2):
         with pool.connection():  # a guarded pre-ping: the watchdog runs
             pass
-        assert watchdog_threads(), "no watchdog thread while a round trip is guarded"
+        assert wait_for(watchdog_threads), "no watchdog thread after a guarded round trip"
         assert wait_for(lambda: not watchdog_threads()), \
             ("the watchdog thread still runs 2 s after its last guard "
              f"(IDLE_EXIT={getattr(watchdog, 'IDLE_EXIT', None)})")

@@ -82,8 +82,10 @@ def post_worker_init(worker: Any) -> None:
     for pool in live_pools():
         log.info(
             "worker pid %d: pool %s opens at most %d connections; %d workers can open "
-            "%d in all (compare with the database's max_connections)",
-            os.getpid(), pool.name, pool.max_size, workers, workers * pool.max_size,
+            "%d in all%s", os.getpid(), pool.name, pool.max_size, workers,
+            workers * pool.max_size,
+            "" if pool.driver_name == "sqlite"  # a file: no server counts connections
+            else " (compare with the database's max_connections)",
         )
         if concurrency > pool.max_size:
             log.warning(

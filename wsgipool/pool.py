@@ -263,6 +263,12 @@ class Pool:
                 f"idle={len(self._idle)} pid={self._pid}>")
 
     @property
+    def driver_name(self) -> str:
+        """Which driver family serves the pool: ``postgresql``, ``mysql``, ``sqlite``, or
+        ``dbapi`` for a plain ``connect=``."""
+        return self._driver.name
+
+    @property
     def paramstyle(self) -> Optional[str]:
         """The DB-API ``paramstyle`` of this pool's connections (``None`` if unknown)."""
         return self._driver.paramstyle

@@ -31,7 +31,7 @@ def wait_child(pid):
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    return "killed: still running after %.0f s" % CHILD_BOUND
+    return f"killed: still running after {CHILD_BOUND:.0f} s"
 
 
 def run_sql(url, sql):
@@ -48,18 +48,18 @@ def run_sql(url, sql):
 
 
 def main(url):
-    table = "nohook_checkin_%d" % os.getpid()
-    run_sql(url, "CREATE TABLE %s (x int)" % table)
+    table = f"nohook_checkin_{os.getpid()}"
+    run_sql(url, f"CREATE TABLE {table} (x int)")
     try:
         pool = Pool(url, max_size=2)
         entry = pool.checkout()
-        entry.conn.cursor().execute("INSERT INTO %s VALUES (1)" % table)  # left open
+        entry.conn.cursor().execute(f"INSERT INTO {table} VALUES (1)")  # left open
         pid = ctypes.CDLL(None).fork()
         if pid == 0:  # the child: the in-flight request ends and gives its connection back
             code = 0
             try:
                 pool.checkin(entry)
-            except BaseException:
+            except BaseException:  # noqa: BLE001  (reported as the exit status)
                 code = 3
             finally:
                 os._exit(code)
@@ -67,13 +67,13 @@ def main(url):
         try:
             entry.conn.commit()
             commit_error = None
-        except Exception as exc:
-            commit_error = "%s: %s" % (type(exc).__name__, str(exc).strip())
+        except Exception as exc:  # noqa: BLE001  (reported)
+            commit_error = f"{type(exc).__name__}: {str(exc).strip()}"
         pool.checkin(entry)
         pool.close()
-        (rows,) = run_sql(url, "SELECT count(*) FROM %s" % table)
+        (rows,) = run_sql(url, f"SELECT count(*) FROM {table}")
     finally:
-        run_sql(url, "DROP TABLE %s" % table)
+        run_sql(url, f"DROP TABLE {table}")
     print(json.dumps({"child_exit": child_exit, "commit_error": commit_error, "rows": rows}))
 
 
