@@ -58,18 +58,20 @@ def test_read_only_requests_log_no_warning_and_uncommitted_writes_do(db, caplog)
         app.pool.close()
 
 
-@pytest.mark.parametrize("kind", ["sqlite-write", "postgresql-failed", "psycopg-failed"])
+@pytest.mark.parametrize("kind", [
+    "sqlite-write", "postgresql-write", "psycopg-write", "mysql-write", "pymysql-write",
+    "postgresql-failed", "psycopg-failed"])
 def test_a_transaction_that_matters_still_gets_a_warning(kind, request, caplog):
-    database = request.getfixturevalue({"sqlite-write": "sqlite", "postgresql-failed":
-                                        "postgresql", "psycopg-failed":
-                                        "psycopg_postgresql"}[kind])
+    fixture = {"sqlite": "sqlite", "postgresql": "postgresql", "psycopg":
+               "psycopg_postgresql", "mysql": "mariadb", "pymysql": "pymysql_mariadb"}
+    database = request.getfixturevalue(fixture[kind.split("-")[0]])
 
     def careless(environ, start_response):
         cursor = environ["db.conn"].cursor()
-        if kind == "sqlite-write":
-            cursor.execute("CREATE TABLE IF NOT EXISTS t (i INTEGER)")
+        if kind.endswith("-write"):
+            cursor.execute("CREATE TEMPORARY TABLE careless (i INTEGER)")
             environ["db.conn"].commit()
-            cursor.execute("INSERT INTO t VALUES (1)")
+            cursor.execute("INSERT INTO careless VALUES (1)")
         else:
             try:
                 cursor.execute("SELECT 1/0")
@@ -190,3 +192,34 @@ def test_demo_installs_the_package_and_gunicorn_only():
     assert plan.returncode == 0, plan.stderr
     assert "system-deps" not in plan.stdout and "[test]" not in plan.stdout, plan.stdout
     assert "pip install -q -e '.[demo]'" in plan.stdout, plan.stdout
+
+
+def test_quiet_log_under_gunicorn_for_reads_and_one_warning_for_a_write(postgresql,
+                                                                          tmp_path):
+    """psycopg2 under gunicorn: 300 read-only requests log no WARNING; a handler that
+    wrote and did not commit gets one, naming it."""
+    import os
+
+    from servers import ROOT, Gunicorn, get
+
+    log_path = str(tmp_path / "gunicorn.log")
+    server = Gunicorn("quiet_app:app", "-c", "gunicorn_test.conf.py",
+                      cwd=os.path.join(ROOT, "tests", "gunicorn_apps"),
+                      env={"DATABASE_URL": postgresql.url, "POOL_MAX_SIZE": "2",
+                           "WORKERS": "1", "WORKER_CLASS": "gthread", "THREADS": "2"},
+                      log_path=log_path)
+    try:
+        server.wait_ready()
+        assert all(get(server.url + "/read")[0] == 200 for _ in range(300))
+        quiet = server.log()
+        assert get(server.url + "/write")[0] == 200
+        deadline = __import__("time").monotonic() + 10
+        while "[WARNING]" not in server.log() and __import__("time").monotonic() < deadline:
+            __import__("time").sleep(0.05)
+        log = server.log()
+    finally:
+        server.stop(timeout=15)
+    assert "[WARNING]" not in quiet.replace("threads per worker share", ""), quiet[-2000:]
+    warnings = [line for line in log.splitlines() if "[WARNING]" in line
+                and "rolled back" in line]
+    assert len(warnings) == 1 and "it wrote" in warnings[0] and "GET /write" in warnings[0]

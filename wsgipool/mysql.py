@@ -28,15 +28,20 @@ _COM_RESET_CONNECTION = 0x1F
 _SERVER_STATUS_IN_TRANS = 0x0001
 
 
-def _tracking(base: type, statement_methods: tuple) -> type:
-    """A subclass of ``base`` that notes whether a statement ran since commit/rollback."""
+def _tracking(base: type, statement_methods: tuple,
+              wrote: Optional[Callable[[Any], bool]] = None) -> type:
+    """A subclass of ``base`` that notes whether a statement ran since commit/rollback,
+    and (with ``wrote``, asked after each ``query()``) whether one changed data."""
 
     def wrap(name: str) -> Callable[..., Any]:
         original = getattr(base, name)
 
         def run_statement(self: Any, *args: Any, **kwargs: Any) -> Any:
             self._wsgipool_dirty = self._wsgipool_used = True
-            return original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
+            if name == "query" and wrote is not None and wrote(self):
+                self._wsgipool_wrote = True
+            return result
 
         run_statement.__name__ = name
         return run_statement
@@ -44,6 +49,7 @@ def _tracking(base: type, statement_methods: tuple) -> type:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         self._wsgipool_pid = os.getpid()
         self._wsgipool_dirty = False  # a statement ran since commit or rollback
+        self._wsgipool_wrote = False  # and changed rows, inside a transaction
         self._wsgipool_used = False  # a statement ran since the session was reset
         base.__init__(self, *args, **kwargs)
         # The constructor's own SET statements open nothing and are part of the setup.
@@ -51,11 +57,11 @@ def _tracking(base: type, statement_methods: tuple) -> type:
 
     def commit(self: Any) -> None:
         base.commit(self)
-        self._wsgipool_dirty = False
+        self._wsgipool_dirty = self._wsgipool_wrote = False
 
     def rollback(self: Any) -> None:
         base.rollback(self)
-        self._wsgipool_dirty = False
+        self._wsgipool_dirty = self._wsgipool_wrote = False
 
     namespace: Dict[str, Any] = {name: wrap(name) for name in statement_methods}
     namespace.update(__init__=__init__, commit=commit, rollback=rollback,
@@ -124,6 +130,11 @@ class _MySQLDriver(SocketDriver):
             conn.set_character_set(flags[1])
 
     def session_reset_problem(self) -> Optional[str]:
+        return None
+
+    def left_open(self, conn: Any) -> Optional[str]:
+        if getattr(conn, "_wsgipool_wrote", False):
+            return "it wrote, and nothing committed"
         return None
 
     def state(self, conn: Any) -> int:
@@ -219,7 +230,10 @@ def tracked_mysql_connection_class() -> type:
             if self._wsgipool_pid != os.getpid() and self.open:
                 _blind(self.fileno())
 
-        tracked = _tracking(Connection, ("query", "send_query"))
+        # A statement with no result set that changed rows, outside autocommit.
+        tracked = _tracking(Connection, ("query", "send_query"), lambda conn: (
+            not conn.field_count() and conn.affected_rows() > 0
+            and not conn.get_autocommit()))
         tracked.__del__ = __del__
         _TRACKED_MYSQLDB = tracked
     return _TRACKED_MYSQLDB
@@ -241,8 +255,10 @@ class PyMySQLDriver(_MySQLDriver):
         options = self._url_options(url)
         if PyMySQLDriver._TRACKED is None:
             # begin() sends its BEGIN without query(): it opens a transaction too.
-            PyMySQLDriver._TRACKED = _tracking(pymysql.connections.Connection,
-                                               ("query", "begin"))
+            PyMySQLDriver._TRACKED = _tracking(
+                pymysql.connections.Connection, ("query", "begin"), lambda conn: (
+                    bool(conn._affected_rows) and not conn._result.field_count
+                    and not conn.get_autocommit()))
         self._tracked = PyMySQLDriver._TRACKED
         super().__init__(connect or self._connect_pymysql, url.redacted)
         self.secrets = _secrets(url)
@@ -277,7 +293,7 @@ class PyMySQLDriver(_MySQLDriver):
     def left_open(self, conn: Any) -> Optional[str]:
         if conn.get_autocommit():
             return "a transaction begun explicitly in autocommit mode"
-        return None  # only a statement ran: a read and a write look the same
+        return super().left_open(conn)
 
     def ping(self, conn: Any) -> None:
         conn.ping(reconnect=False)  # COM_PING; never silently a new session

@@ -135,11 +135,14 @@ class _LibpqDriver(SocketDriver):
         return conn.autocommit
 
     def left_open(self, conn: Any) -> Optional[str]:
-        # libpq tells a failed transaction apart; nothing local tells a write from a read.
+        # libpq tells a failed transaction apart; our cursors note a write by its
+        # command tag (connections from a connect= of the user's cannot tell).
         if conn.autocommit:
             return "a transaction begun explicitly in autocommit mode"
         if self._status(conn) == self._error_status:
             return "a statement failed in it"
+        if getattr(conn, "wrote", False):
+            return "it wrote, and nothing committed"
         return None
 
     def flags(self, conn: Any) -> tuple:
@@ -206,7 +209,8 @@ class Psycopg2Driver(_LibpqDriver):
     _SESSION_FLAGS = ("readonly", "isolation_level", "deferrable")
 
     def _connect_psycopg2(self) -> Any:
-        conn = self._psycopg2.connect(**self._options)
+        conn = self._psycopg2.connect(**self._options,
+                                      connection_factory=_psycopg2_classes()[0])
         if "autocommit" in self._own:
             conn.autocommit = self._own["autocommit"]
         return conn
@@ -287,7 +291,8 @@ class PsycopgDriver(_LibpqDriver):
         return int(value)
 
     def _connect_psycopg(self) -> Any:
-        conn = self._psycopg.connect(**self._options, **self._own)
+        connection, cursor = _psycopg_classes()
+        conn = connection.connect(**self._options, **self._own, cursor_factory=cursor)
         # psycopg warns when an open connection is garbage collected, unless a pool owns
         # it: a process that exits (or a forked child that drops its parent's) is normal.
         conn._pool = None
@@ -323,3 +328,94 @@ class PsycopgDriver(_LibpqDriver):
         if status == self._idle_status:
             return IDLE
         return BROKEN if status == self._unknown_status else DIRTY
+
+
+# Command tags of statements that change no data: a transaction that ran only these may
+# be rolled back without a word. Any other tag (INSERT, UPDATE, CREATE...) is a write.
+_READ_TAGS = frozenset({
+    "SELECT", "SHOW", "SET", "RESET", "FETCH", "MOVE", "DECLARE", "CLOSE", "BEGIN",
+    "START", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "LISTEN", "UNLISTEN",
+    "EXPLAIN", "PREPARE", "DEALLOCATE", "DISCARD", "VALUES", "TABLE",
+})
+
+
+def _wrote(conn: Any, cursor: Any) -> None:
+    """After a statement: note on ``conn`` if it changed data inside a transaction."""
+    tag = cursor.statusmessage
+    if tag and not conn.autocommit and tag.split(None, 1)[0] not in _READ_TAGS:
+        conn.wrote = True
+
+
+_PSYCOPG2_CLASSES: Optional[tuple] = None
+
+
+def _psycopg2_classes() -> tuple:
+    """psycopg2's connection and cursor, noting writes (``conn.wrote``) until the
+    transaction ends; ``conn.cursor(cursor_factory=...)`` of the user's notes nothing."""
+    global _PSYCOPG2_CLASSES
+    if _PSYCOPG2_CLASSES is None:
+        from psycopg2 import extensions
+
+        class WritesNotingCursor(extensions.cursor):
+            def execute(self, query: Any, vars: Any = None) -> Any:
+                result = super().execute(query, vars)
+                _wrote(self.connection, self)
+                return result
+
+            def executemany(self, query: Any, vars_list: Any) -> Any:
+                result = super().executemany(query, vars_list)
+                _wrote(self.connection, self)
+                return result
+
+        class WritesNotingConnection(extensions.connection):
+            wrote = False
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.cursor_factory = WritesNotingCursor
+
+            def commit(self) -> None:
+                super().commit()
+                self.wrote = False
+
+            def rollback(self) -> None:
+                super().rollback()
+                self.wrote = False
+
+        _PSYCOPG2_CLASSES = (WritesNotingConnection, WritesNotingCursor)
+    return _PSYCOPG2_CLASSES
+
+
+_PSYCOPG_CLASSES: Optional[tuple] = None
+
+
+def _psycopg_classes() -> tuple:
+    """psycopg 3's connection and cursor, noting writes as psycopg2's do."""
+    global _PSYCOPG_CLASSES
+    if _PSYCOPG_CLASSES is None:
+        import psycopg
+
+        class WritesNotingCursor(psycopg.Cursor):
+            def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                result = super().execute(query, params, **kwargs)
+                _wrote(self.connection, self)
+                return result
+
+            def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
+                result = super().executemany(query, params_seq, **kwargs)
+                _wrote(self.connection, self)
+                return result
+
+        class WritesNotingConnection(psycopg.Connection):
+            wrote = False
+
+            def commit(self) -> None:
+                super().commit()
+                self.wrote = False
+
+            def rollback(self) -> None:
+                super().rollback()
+                self.wrote = False
+
+        _PSYCOPG_CLASSES = (WritesNotingConnection, WritesNotingCursor)
+    return _PSYCOPG_CLASSES
