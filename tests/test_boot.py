@@ -8,7 +8,7 @@ import time
 import pytest
 
 from servers import ROOT, Gunicorn, get
-from wsgipool import ConnectError, Pool
+from wsgipool import ConnectError
 
 APPS = os.path.join(ROOT, "tests", "gunicorn_apps")
 WORKERS = 2
