@@ -92,6 +92,11 @@ class Driver:
         """
         return None
 
+    @property
+    def read_autocommit(self) -> Callable[[Any], Any]:
+        """:meth:`autocommit` as the fastest callable there is (read on every return)."""
+        return self.autocommit
+
     def flags(self, conn: Any) -> Tuple[Any, ...]:
         """The driver-side flags of a new connection, autocommit first, to restore later."""
         return (self.autocommit(conn),)

@@ -10,6 +10,7 @@ server, any other is rolled back.
 from __future__ import annotations
 
 import os
+from operator import methodcaller
 from typing import Any, Callable, Dict, Optional
 
 from .drivers import (
@@ -119,6 +120,8 @@ class _MySQLDriver(SocketDriver):
         # Both read the server's own flag from the last reply: a SET autocommit=0 run as
         # a statement shows too.
         return conn.get_autocommit()
+
+    read_autocommit = property(lambda self: methodcaller("get_autocommit"))
 
     def flags(self, conn: Any) -> tuple:
         return (conn.get_autocommit(), self._charset(conn))

@@ -200,7 +200,7 @@ class Pool:
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
-        self._autocommit = self._driver.autocommit
+        self._autocommit = self._driver.read_autocommit  # a C-level reader where possible
         _CHECKS["reset"](reset)
         if _CHECKS["transaction_pooling"](transaction_pooling):
             if reset == "session":
@@ -301,23 +301,20 @@ class Pool:
                 in_use = self._size - self._opening - self._closing - len(idle)
                 if in_use > stats.peak_in_use:
                     stats.peak_in_use = in_use
-                outcome: Any = entry
             else:
-                outcome = self._reserve_or_queue()
-        if outcome is _ROOM:
-            return self._open(holder=holder)
-        if outcome.__class__ is _Waiter:
-            outcome = self._wait(outcome, self.timeout if timeout is None else timeout)
-            if outcome is _ROOM:
-                return self._open(holder=holder)
+                entry = self._reserve_or_queue()
+        if entry.__class__ is PooledConnection:
+            now = entry.checked_out = monotonic()
+            entry.waited = 0.0
+            if (now < entry.expires and not self.pre_ping
+                    and (self.max_idle is None or now - entry.returned <= self.max_idle)):
+                return entry
         else:
-            outcome.checked_out = monotonic()
-            outcome.waited = 0.0
-        entry = outcome
-        now = entry.checked_out
-        if (now < entry.expires and not self.pre_ping
-                and (self.max_idle is None or now - entry.returned <= self.max_idle)):
-            return entry
+            if entry is not _ROOM:  # queued
+                entry = self._wait(entry, self.timeout if timeout is None else timeout)
+            if entry is _ROOM:
+                return self._open(holder=holder)
+            now = entry.checked_out
         if self._still_good(entry, now):
             return entry
         # Stale or dead: its room is still ours, so a waiter handed it keeps its place
@@ -550,8 +547,6 @@ class Pool:
         to someone else cannot be told from theirs, so keep no handle after the call.
         A connection from another pool raises ``ValueError``.
         """
-        if self._pid != getpid():  # a fork no hook told us about: never the parent's
-            self._adopt_process()
         if entry.generation != self._generation or not entry.out:
             return self._refuse_checkin(entry)
         entry.out = False
@@ -567,8 +562,15 @@ class Pool:
         except BaseException as exc:
             self._discard(entry, "interrupted", exc, how=_RETURNED)
             raise
-        if not clean and not self._make_clean(entry, state):
-            return  # discarded
+        if not clean:
+            # About to talk to the server: in a child forked without a hook, a checkout
+            # from before the fork holds the parent's session. (A clean one only joins
+            # the idle list, which the child's first checkout forgets.)
+            if self._pid != getpid():
+                self._adopt_process()
+                return  # the parent's: not ours to touch
+            if not self._make_clean(entry, state):
+                return  # discarded
         now = monotonic()
         if now >= entry.expires:
             return self._discard(entry, "lifetime", how=_RETURNED)
@@ -578,10 +580,7 @@ class Pool:
                 self._log_held(entry, now, entry.holder)
         entry.returned = now
         entry.holder = None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%r returned to %s after %.3f ms", conn, self.name,
-                      (now - entry.checked_out) * 1e3)
-        with self._lock:
+        with self._lock:  # (no log line here: hold times are in stats())
             stats = self._stats
             stats.returns += 1
             stats.hold.add(now - entry.checked_out)

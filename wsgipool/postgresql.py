@@ -7,6 +7,7 @@ session by its SQLSTATE.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Callable, Dict, Optional
 
 from .drivers import (
@@ -134,6 +135,8 @@ class _LibpqDriver(SocketDriver):
     def autocommit(self, conn: Any) -> Any:
         return conn.autocommit
 
+    read_autocommit = property(lambda self: attrgetter("autocommit"))
+
     def left_open(self, conn: Any) -> Optional[str]:
         # libpq tells a failed transaction apart; our cursors note a write by its
         # command tag (connections from a connect= of the user's cannot tell).
@@ -221,12 +224,13 @@ class Psycopg2Driver(_LibpqDriver):
         return conn.closed == 2 or self._lost(exc)
 
     def state(self, conn: Any) -> int:
-        if conn.closed:  # 1: closed by a call to close(); 2: psycopg2 found it broken
-            return CLOSED if conn.closed == 1 else BROKEN
         # Idle on the server, and psycopg2 agrees: after a COMMIT run as a statement it
-        # would still think a transaction open and send no BEGIN for the next one.
+        # would still think a transaction open and send no BEGIN for the next one. (A
+        # closed connection's status is unknown, never idle.)
         if conn.get_transaction_status() == self._idle_status and conn.status == self._ready:
             return IDLE
+        if conn.closed:  # 1: closed by a call to close(); 2: psycopg2 found it broken
+            return CLOSED if conn.closed == 1 else BROKEN
         return DIRTY
 
     def _in_transaction(self, conn: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 import sqlite3
 from typing import Any, Callable, Dict, Optional
 
@@ -72,6 +73,8 @@ class SQLiteDriver(Driver):
 
     def autocommit(self, conn: Any) -> Any:
         return conn.isolation_level  # None: autocommit (before Python 3.12's autocommit)
+
+    read_autocommit = property(lambda self: attrgetter("isolation_level"))
 
     def restore(self, conn: Any, flags: tuple, everything: bool) -> None:
         if conn.isolation_level != flags[0]:
