@@ -17,10 +17,16 @@ import logging
 import os
 import threading
 import weakref
+from os import getpid
 from time import monotonic
+from time import sleep as _sleep
 from typing import Any, Optional
 
+from .errors import ConnectError, PoolClosed, PoolTimeout
+
 log = logging.getLogger(__name__)
+
+_NEVER = float("inf")
 
 # The longest the thread sleeps between two looks (seconds), and the shortest.
 MAX_SLEEP = 10.0
@@ -91,6 +97,123 @@ class Housekeeper:
         delay = MAX_SLEEP if due is None else due - monotonic()
         wake.wait(min(MAX_SLEEP, max(MIN_SLEEP, delay)))
         wake.clear()
+        return True
+
+
+class Housekeeping:
+    """The pool's side of housekeeping (a mixin of :class:`~wsgipool.Pool`): retire idle
+    and old connections, keep ``min_size`` open, and open them on demand at boot."""
+
+    def housekeep(self, now: float) -> Optional[float]:
+        """Close idle connections past ``max_idle`` or ``max_lifetime``, open up to
+        ``min_size``; return when next to be called (``None``: closed, nothing more).
+
+        Called by the housekeeping thread (:mod:`wsgipool.housekeeping`).
+        """
+        if self._closed or self._pid != os.getpid():
+            return None
+        max_idle = self.max_idle
+        due = _NEVER
+        with self._lock:
+            if self._closed:
+                return None
+            keep, retire = [], []
+            for entry in self._idle:
+                if now >= entry.expires:
+                    retire.append((entry, "lifetime"))
+                elif max_idle is not None and now - entry.returned >= max_idle:
+                    retire.append((entry, "idle"))
+                else:
+                    keep.append(entry)
+                    due = min(due, entry.expires,
+                              _NEVER if max_idle is None else entry.returned + max_idle)
+            if retire:
+                self._idle[:] = keep
+                self._closing += len(retire)
+            missing = self.min_size - self._size if not self._waiters else 0
+            if missing > 0 and monotonic() >= self._retry_at:
+                self._size += missing
+                self._opening += missing
+            else:
+                missing = 0
+        attempted = 0
+        try:
+            self._discard_all(retire)
+            while attempted < missing:
+                attempted += 1  # _open frees its own room if it fails, however
+                try:
+                    self._open(for_checkout=False)
+                except Exception:  # logged by _open; the back-off paces the next attempt
+                    due = min(due, self._retry_at)
+        finally:
+            if attempted < missing:  # interrupted: give back the rooms never tried
+                with self._lock:
+                    for _ in range(missing - attempted):
+                        self._opening -= 1
+                        self._free_room()
+        # Look again within a tenth of either limit, so a connection returned after this
+        # look is still closed within 110 % of it.
+        for limit in (max_idle, self.max_lifetime):
+            if limit is not None:
+                due = min(due, now + 0.1 * limit)
+        if self.min_size and self._size < self.min_size:
+            due = min(due, max(self._retry_at, monotonic() + 0.1))
+        return due
+
+    def open(self, wait: bool = True, holder: Any = None) -> None:
+        """Open ``min_size`` connections (at least one) so the pool can serve, as
+        psycopg_pool's ``open(wait=True)`` does.
+
+        With ``wait``, return once they are open, or raise the
+        :class:`~wsgipool.ConnectError` that says why not (its cause logged once, naming
+        ``holder``); without, open them in the background. Connections already open
+        count: a pool that has served returns at once.
+        """
+        if self._pid != getpid():
+            self._adopt_process()
+        if not wait:
+            if not self._housekept:
+                self._housekept = True
+                HOUSEKEEPER.watch(self)
+            return
+        target = max(1, self.min_size)
+        deadline = monotonic() + self.timeout
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is closed")
+                if self._size - self._opening - self._closing >= target:
+                    return  # open, idle or in use
+                missing = max(0, target - self._size) if not self._waiters else 0
+                self._size += missing
+                self._opening += missing
+            if not missing:  # the housekeeping is opening them: wait for it
+                if monotonic() >= deadline:
+                    raise PoolTimeout(f"pool {self.name} did not open {target} "
+                                      f"connection(s) within {self.timeout:.1f} s")
+                _sleep(0.01)
+                continue
+            attempted = 0
+            try:
+                while attempted < missing:
+                    attempted += 1  # _open frees its own room if it fails
+                    self._open(for_checkout=False, holder=holder)
+            finally:
+                if attempted < missing:  # failed or interrupted: give back the rest
+                    with self._lock:
+                        for _ in range(missing - attempted):
+                            self._opening -= 1
+                            self._free_room()
+
+    def check_at_boot(self) -> bool:
+        """A server integration's check when a worker starts: :meth:`open`, and on failure
+        the cause logged once as an error; raised only with ``fail_at_boot``."""
+        try:
+            self.open(wait=True, holder=f"at boot of pid {os.getpid()}")
+        except (ConnectError, PoolClosed, PoolTimeout):
+            if self.fail_at_boot:
+                raise
+            return False
         return True
 
 

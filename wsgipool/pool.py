@@ -25,7 +25,6 @@ How it works, in short:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -34,28 +33,22 @@ import threading
 from collections import deque
 from os import getpid
 from time import monotonic
-from time import sleep as _sleep
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
 from .drivers import BROKEN, CLOSED, IDLE, UNKNOWN, Driver, make_driver
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
-from .housekeeping import HOUSEKEEPER
+from .housekeeping import HOUSEKEEPER, Housekeeping
 from .options import CHECKS as _CHECKS
 from .options import check_options  # noqa: F401  (re-exported: older imports use it)
 from .process import (  # noqa: F401  (re-exported for the server integrations)
-    ON_POOL_CREATED, adopt_lock, close_process_pools, live_pools, register,
+    GENERATIONS, ON_POOL_CREATED, ProcessBound, close_process_pools, live_pools, register,
 )
-from .stats import PoolStats
+from .stats import DISCARD_REASONS, PoolStats
 from .urls import scrub
 from .watchdog import WATCHDOG
 
 log = logging.getLogger(__name__)
 
-#: Why a connection left the pool; the keys of ``stats()["discard_reasons"]``.
-DISCARD_REASONS = (
-    "broken", "closed", "rollback_failed", "reset_failed", "lifetime", "idle", "fork",
-    "leaked", "pool_closed", "interrupted", "unresponsive",
-)
 # Routine retirements are logged at info; every other discard is a repair, a warning.
 _ROUTINE = frozenset({"lifetime", "idle", "pool_closed"})
 
@@ -114,15 +107,12 @@ class _Waiter:
         self.outcome: Any = _PENDING
 
 
-# The source of every pool's generation numbers (see Pool.checkin).
-_GENERATIONS = itertools.count(1)
-
 # Outcomes a waiter can be handed besides a PooledConnection (or an exception).
 _PENDING = object()  # still waiting
 _ROOM = object()  # no idle connection, but room to open one
 
 
-class Pool:
+class Pool(Housekeeping, ProcessBound):
     """A per-process pool of DB-API 2.0 connections.
 
     :param url: ``postgresql://``, ``mysql://`` or ``sqlite:///`` URL (see the README).
@@ -229,7 +219,7 @@ class Pool:
         self._closed = False
         # Unique among all pools of the process: a connection's generation tells which
         # pool, and which life of it (before or after a fork), handed it out.
-        self._generation = next(_GENERATIONS)
+        self._generation = next(GENERATIONS)
         self._past_generations: Set[int] = set()
         self._retry_at = 0.0  # while the database refuses: no new attempt before this
         self._backoff = 0.0
@@ -746,64 +736,6 @@ class Pool:
                     else:
                         self._free_room()
 
-    # -- housekeeping -------------------------------------------------------------------
-
-    def housekeep(self, now: float) -> Optional[float]:
-        """Close idle connections past ``max_idle`` or ``max_lifetime``, open up to
-        ``min_size``; return when next to be called (``None``: closed, nothing more).
-
-        Called by the housekeeping thread (:mod:`wsgipool.housekeeping`).
-        """
-        if self._closed or self._pid != os.getpid():
-            return None
-        max_idle = self.max_idle
-        due = _NEVER
-        with self._lock:
-            if self._closed:
-                return None
-            keep, retire = [], []
-            for entry in self._idle:
-                if now >= entry.expires:
-                    retire.append((entry, "lifetime"))
-                elif max_idle is not None and now - entry.returned >= max_idle:
-                    retire.append((entry, "idle"))
-                else:
-                    keep.append(entry)
-                    due = min(due, entry.expires,
-                              _NEVER if max_idle is None else entry.returned + max_idle)
-            if retire:
-                self._idle[:] = keep
-                self._closing += len(retire)
-            missing = self.min_size - self._size if not self._waiters else 0
-            if missing > 0 and monotonic() >= self._retry_at:
-                self._size += missing
-                self._opening += missing
-            else:
-                missing = 0
-        attempted = 0
-        try:
-            self._discard_all(retire)
-            while attempted < missing:
-                attempted += 1  # _open frees its own room if it fails, however
-                try:
-                    self._open(for_checkout=False)
-                except Exception:  # logged by _open; the back-off paces the next attempt
-                    due = min(due, self._retry_at)
-        finally:
-            if attempted < missing:  # interrupted: give back the rooms never tried
-                with self._lock:
-                    for _ in range(missing - attempted):
-                        self._opening -= 1
-                        self._free_room()
-        # Look again within a tenth of either limit, so a connection returned after this
-        # look is still closed within 110 % of it.
-        for limit in (max_idle, self.max_lifetime):
-            if limit is not None:
-                due = min(due, now + 0.1 * limit)
-        if self.min_size and self._size < self.min_size:
-            due = min(due, max(self._retry_at, monotonic() + 0.1))
-        return due
-
     # -- whole pool ---------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
@@ -825,62 +757,6 @@ class Pool:
             self._adopt_process()
         with self._lock:
             return self._stats.histograms()
-
-    def open(self, wait: bool = True, holder: Any = None) -> None:
-        """Open ``min_size`` connections (at least one) so the pool can serve, as
-        psycopg_pool's ``open(wait=True)`` does.
-
-        With ``wait``, return once they are open, or raise the
-        :class:`~wsgipool.ConnectError` that says why not (its cause logged once, naming
-        ``holder``); without, open them in the background. Connections already open
-        count: a pool that has served returns at once.
-        """
-        if self._pid != getpid():
-            self._adopt_process()
-        if not wait:
-            if not self._housekept:
-                self._housekept = True
-                HOUSEKEEPER.watch(self)
-            return
-        target = max(1, self.min_size)
-        deadline = monotonic() + self.timeout
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise PoolClosed(f"pool {self.name} is closed")
-                if self._size - self._opening - self._closing >= target:
-                    return  # open, idle or in use
-                missing = max(0, target - self._size) if not self._waiters else 0
-                self._size += missing
-                self._opening += missing
-            if not missing:  # the housekeeping is opening them: wait for it
-                if monotonic() >= deadline:
-                    raise PoolTimeout(f"pool {self.name} did not open {target} "
-                                      f"connection(s) within {self.timeout:.1f} s")
-                _sleep(0.01)
-                continue
-            attempted = 0
-            try:
-                while attempted < missing:
-                    attempted += 1  # _open frees its own room if it fails
-                    self._open(for_checkout=False, holder=holder)
-            finally:
-                if attempted < missing:  # failed or interrupted: give back the rest
-                    with self._lock:
-                        for _ in range(missing - attempted):
-                            self._opening -= 1
-                            self._free_room()
-
-    def check_at_boot(self) -> bool:
-        """A server integration's check when a worker starts: :meth:`open`, and on failure
-        the cause logged once as an error; raised only with ``fail_at_boot``."""
-        try:
-            self.open(wait=True, holder=f"at boot of pid {os.getpid()}")
-        except (ConnectError, PoolClosed, PoolTimeout):
-            if self.fail_at_boot:
-                raise
-            return False
-        return True
 
     def __enter__(self) -> "Pool":
         return self
@@ -919,40 +795,6 @@ class Pool:
                 error = error or exc
         if error is not None:
             raise error
-
-    # -- fork ---------------------------------------------------------------------------
-
-    def _forget_parent(self) -> None:
-        """In a forked child: make every inherited connection harmless and forget it.
-
-        Runs from the fork hook, before anything else in the child; creates no lock
-        (under gevent the hub is not patched in yet), so the child's first checkout
-        finishes the job in :meth:`_adopt_process`.
-        """
-        inherited = list(self._all)
-        for entry in inherited:
-            self._driver.detach(entry.conn)
-        self._all = set()
-        self._idle = []
-        self._past_generations.add(self._generation)
-        self._generation = next(_GENERATIONS)
-        self._inherited += len(inherited)
-
-    def _adopt_process(self) -> None:
-        """First use in a new process (forked, with or without fork hooks): start afresh."""
-        with adopt_lock():
-            if self._pid == os.getpid():
-                return
-            if self._all:  # no fork hook ran (uWSGI without --enable-threads, ...)
-                self._forget_parent()
-            # Figures are per process: the child starts its own, noting what it dropped.
-            stats = PoolStats(DISCARD_REASONS)
-            stats.discard_reasons["fork"] = self._inherited
-            self._stats = stats
-            self._inherited = 0
-            self._init_process_state()
-            log.info("pool %s adopted by pid %d after fork", self.name, self._pid)
-
 
 class _StillInTransaction(Exception):
     """A returned connection is still inside a transaction after it was made clean."""

@@ -9,12 +9,15 @@ without running Python's hooks, such as uWSGI by default).
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import sys
 import threading
 import weakref
 from typing import Any, Callable, List
+
+from .stats import DISCARD_REASONS, PoolStats
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,9 @@ ON_POOL_CREATED: List[Callable[[Any], None]] = []
 _LIVE_POOLS: "weakref.WeakSet[Any]" = weakref.WeakSet()
 # Serialises the adoption of pools by a new process whose threads race to first use.
 ADOPT_LOCK = threading.Lock()
+# The source of every pool's generation numbers: unique in the process, so a
+# connection's generation says which pool, and which life of it, handed it out.
+GENERATIONS = itertools.count(1)
 
 
 def register(pool: Any) -> None:
@@ -63,6 +69,42 @@ def _after_fork_in_child() -> None:
 def adopt_lock() -> Any:
     """The lock a pool takes to adopt a new process (replaced in each forked child)."""
     return ADOPT_LOCK
+
+
+class ProcessBound:
+    """The pool's side of ``fork()`` (a mixin of :class:`~wsgipool.Pool`): forget the
+    parent's connections, and start afresh in a new process."""
+
+    def _forget_parent(self) -> None:
+        """In a forked child: make every inherited connection harmless and forget it.
+
+        Runs from the fork hook, before anything else in the child; creates no lock
+        (under gevent the hub is not patched in yet), so the child's first checkout
+        finishes the job in :meth:`_adopt_process`.
+        """
+        inherited = list(self._all)
+        for entry in inherited:
+            self._driver.detach(entry.conn)
+        self._all = set()
+        self._idle = []
+        self._past_generations.add(self._generation)
+        self._generation = next(GENERATIONS)
+        self._inherited += len(inherited)
+
+    def _adopt_process(self) -> None:
+        """First use in a new process (forked, with or without fork hooks): start afresh."""
+        with adopt_lock():
+            if self._pid == os.getpid():
+                return
+            if self._all:  # no fork hook ran (uWSGI without --enable-threads, ...)
+                self._forget_parent()
+            # Figures are per process: the child starts its own, noting what it dropped.
+            stats = PoolStats(DISCARD_REASONS)
+            stats.discard_reasons["fork"] = self._inherited
+            self._stats = stats
+            self._inherited = 0
+            self._init_process_state()
+            log.info("pool %s adopted by pid %d after fork", self.name, self._pid)
 
 
 if hasattr(os, "register_at_fork"):

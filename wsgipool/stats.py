@@ -9,6 +9,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any, Dict, Iterable, List
 
+#: Why a connection left the pool; the keys of ``stats()["discard_reasons"]``.
+DISCARD_REASONS = (
+    "broken", "closed", "rollback_failed", "reset_failed", "lifetime", "idle", "fork",
+    "leaked", "pool_closed", "interrupted", "unresponsive",
+)
+
 # Upper bounds of the histogram buckets, in seconds: 1-2-5 steps from 10 µs to 60 s.
 BOUNDS = tuple(
     round(mantissa * 10.0 ** exponent, 9)
