@@ -21,6 +21,11 @@ How it works, in short:
   no exception, ``BaseException`` included, loses a slot or leaves the lock held.
 * After ``fork()`` the child forgets its parent's connections (making them unable to
   touch the parent's sessions) and opens its own.
+
+Here: checkout and return (each one readable function), waiting and hand-off, opening,
+discarding. Elsewhere: the housekeeping chores and thread (:mod:`wsgipool.housekeeping`),
+fork adoption and the process's pools (:mod:`wsgipool.process`), the time bound on
+round trips (:mod:`wsgipool.watchdog`), option checks (:mod:`wsgipool.options`).
 """
 
 from __future__ import annotations
