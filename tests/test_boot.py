@@ -155,3 +155,33 @@ def test_pool_made_before_the_fork_is_checked_in_the_worker(server_db, pools):
     fatal = pools(_wrong_database(server_db.url), fail_at_boot=True)
     with pytest.raises(ConnectError):
         fatal.check_at_boot()
+
+
+@pytest.mark.parametrize("flags", [pytest.param([], id="app-in-master"),
+                                   pytest.param(["--lazy-apps"], id="lazy-apps")])
+def test_uwsgi_workers_log_a_wrong_database_once_each_at_boot(postgresql, tmp_path, flags):
+    """uWSGI: whether the app is imported in the master (checked after each fork) or in
+    each worker, every worker logs the cause once at boot, and the server stays up."""
+    import shutil
+
+    from servers import BIN, Uwsgi
+
+    if not shutil.which("uwsgi", path=BIN):
+        pytest.skip("uWSGI is not installed: pip install pyuwsgi")
+    server = Uwsgi("uwsgi_boot_app:app", "--processes", "2",
+                   "--env", f"DATABASE_URL={_wrong_database(postgresql.url)}", *flags,
+                   cwd=os.path.join(ROOT, "tests"), log_path=str(tmp_path / "uwsgi.log"))
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 20
+        booted = set()
+        while time.monotonic() < deadline and len(booted) < 2:
+            booted = set(re.findall(r"ERROR wsgipool\.pool: cannot connect .*no_such_database_"
+                                    r".*at boot of pid (\d+)", server.log()))
+            time.sleep(0.1)
+        assert len(booted) == 2, server.log()[-3000:]
+        assert get(server.url + "/")[0] == 503
+        lines = re.findall(r"at boot of pid \d+", server.log())
+        assert len(lines) == 2, lines  # once per worker
+    finally:
+        server.stop()
