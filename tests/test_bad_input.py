@@ -187,3 +187,14 @@ def test_503_log_line_shows_a_forged_path_on_one_line(tmp_path, pools, caplog):
     assert len(lines) == 1
     assert "\r" not in lines[0] and "\n" not in lines[0]
     assert "GET /x\\r\\n2024-01-01 CRITICAL forged" in lines[0]
+
+
+def test_session_reset_without_a_user_is_refused_when_the_pool_is_made():
+    """mysqlclient resets a session by logging in again (COM_CHANGE_USER), which needs
+    the user: before, ``Pool("mysql://127.0.0.1/test", reset="session")`` was accepted
+    and every return failed. PyMySQL resets with COM_RESET_CONNECTION and needs none."""
+    from wsgipool import ConfigurationError, Pool
+
+    with pytest.raises(ConfigurationError, match="needs the user in the URL"):
+        Pool("mysql://127.0.0.1:3306/test", reset="session")
+    Pool("mysql+pymysql://127.0.0.1:3306/test", reset="session").close()

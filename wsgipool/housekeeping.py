@@ -105,8 +105,9 @@ class Housekeeping:
     and old connections, keep ``min_size`` open, and open them on demand at boot."""
 
     def housekeep(self, now: float) -> Optional[float]:
-        """Close idle connections past ``max_idle`` or ``max_lifetime``, open up to
-        ``min_size``; return when next to be called (``None``: closed, nothing more).
+        """Close idle connections past ``max_idle`` (down to ``min_size``) or past
+        ``max_lifetime``, and open up to ``min_size``; return when next to be called
+        (``None``: closed, nothing more).
 
         Called by the housekeeping thread (:mod:`wsgipool.housekeeping`).
         """
@@ -118,19 +119,27 @@ class Housekeeping:
             if self._closed:
                 return None
             keep, retire = [], []
-            for entry in self._idle:
+            # Idleness shrinks the pool down to min_size, never below (as psycopg_pool);
+            # age retires any connection, and the pool reopens what min_size needs.
+            shrinkable = self._size - self._closing - self.min_size
+            for entry in self._idle:  # the oldest returned first
                 if now >= entry.expires:
                     retire.append((entry, "lifetime"))
-                elif max_idle is not None and now - entry.returned >= max_idle:
+                    shrinkable -= 1
+                elif (max_idle is not None and now - entry.returned >= max_idle
+                        and shrinkable > 0):
                     retire.append((entry, "idle"))
+                    shrinkable -= 1
                 else:
                     keep.append(entry)
-                    due = min(due, entry.expires,
-                              _NEVER if max_idle is None else entry.returned + max_idle)
+                    idle_due = _NEVER if max_idle is None else entry.returned + max_idle
+                    # One kept for min_size is past it already: the regular look will do.
+                    due = min(due, entry.expires, idle_due if idle_due > now else _NEVER)
             if retire:
                 self._idle[:] = keep
                 self._closing += len(retire)
-            missing = self.min_size - self._size if not self._waiters else 0
+            open_now = self._size - self._closing
+            missing = self.min_size - open_now if not self._waiters else 0
             if missing > 0 and monotonic() >= self._retry_at:
                 self._size += missing
                 self._opening += missing

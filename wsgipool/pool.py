@@ -132,8 +132,8 @@ class Pool(Housekeeping, ProcessBound):
         makes itself (ping, rollback, reset) and, rounded up, on opening a connection.
     :param max_lifetime: seconds after which a connection is retired (each one between
         95% and 100% of this, so they do not all reconnect at once); ``None``: never.
-    :param max_idle: seconds an idle connection may wait before it is closed; ``None``:
-        forever.
+    :param max_idle: seconds an idle connection may wait before it is closed (the pool
+        shrinks down to ``min_size``, no further); ``None``: forever.
     :param pre_ping: ``True`` checks each connection is alive before handing it out; a
         number of seconds checks only connections idle at least that long.
     :param reset: what a returned connection goes through besides the rollback of an
