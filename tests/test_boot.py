@@ -68,11 +68,20 @@ def test_fail_at_boot_stops_gunicorn(server_db, tmp_path):
         server.stop(timeout=15)
 
 
-def test_right_database_opens_min_size_at_boot(server_db, tmp_path):
-    """With the right URL, each worker has ``min_size`` sessions before any request."""
+@pytest.mark.parametrize("app, more", [
+    pytest.param("plain_app:app", {}, id="pool-made-in-each-worker"),
+    pytest.param("sessions_app:app", {"PRELOAD": "1", "WRAP_APP": "0"},
+                 id="preloaded-pool-made-in-the-master"),
+])
+def test_right_database_opens_min_size_at_boot(postgresql, tmp_path, app, more):
+    """With the right URL, each worker has ``min_size`` sessions before any request; a
+    pool made in the master (``preload_app``) keeps none there. (PostgreSQL: its
+    sessions are counted exactly, by application_name.)"""
+    server_db = postgresql
     log_path = str(tmp_path / "gunicorn.log")
-    server = Gunicorn("plain_app:app", "-c", "gunicorn_test.conf.py", cwd=APPS,
-                      env=_env(server_db.url, WSGIPOOL_MIN_SIZE="2"), log_path=log_path)
+    server = Gunicorn(app, "-c", "gunicorn_test.conf.py", cwd=APPS,
+                      env=_env(server_db.url, WSGIPOOL_MIN_SIZE="2", **more),
+                      log_path=log_path)
     try:
         server.wait_ready()
         deadline = time.monotonic() + 20
@@ -82,6 +91,8 @@ def test_right_database_opens_min_size_at_boot(server_db, tmp_path):
             if len(sessions) >= 2 * WORKERS:
                 break
             time.sleep(0.1)
+        time.sleep(0.3)  # a master that opened some would have by now
+        sessions = _sessions_of(server_db)
         assert len(sessions) == 2 * WORKERS, (sessions, server.log()[-2000:])
         assert "[ERROR]" not in server.log()
     finally:
@@ -89,20 +100,8 @@ def test_right_database_opens_min_size_at_boot(server_db, tmp_path):
 
 
 def _sessions_of(db):
-    """Server sessions of the test's own user to the test database (both servers)."""
-    conn = db.admin()
-    try:
-        cursor = conn.cursor()
-        if db.kind == "postgresql":
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                           (db.tag,))
-        else:
-            cursor.execute("SELECT ID FROM information_schema.PROCESSLIST "
-                           "WHERE DB = 'test' AND ID <> CONNECTION_ID() AND INFO IS NULL "
-                           "AND COMMAND = 'Sleep' AND TIME < 60")
-        return {row[0] for row in cursor.fetchall()}
-    finally:
-        conn.close()
+    """The test's own server sessions (PostgreSQL: by their application_name)."""
+    return db.live_sessions()
 
 
 def test_open_waits_until_the_pool_can_serve(server_db, pools):

@@ -43,9 +43,10 @@ def running_in() -> Optional[str]:
 
 
 def install(on_pool_created: List[Callable[[Any], None]],
-            close_all: Callable[[], None]) -> None:
-    """Inside such a server: close the pools at exit (``close_all``), and say each pool's
-    budget when it is made (appended to ``on_pool_created``)."""
+            close_all: Callable[[], None], leave_warming: Callable[[], None]) -> None:
+    """Inside such a server: close the pools at exit (``close_all``), say each pool's
+    budget and open its first connections in each worker (appended to
+    ``on_pool_created``), instead of at creation (``leave_warming``)."""
     global _installed
     server = running_in()
     if server is None or _installed:
@@ -58,6 +59,7 @@ def install(on_pool_created: List[Callable[[Any], None]],
     _log_to_stderr_unless_configured()
     on_pool_created.append(budget_line)
     on_pool_created.append(check_in_worker)
+    leave_warming()
 
 
 def check_in_worker(pool: Any) -> None:

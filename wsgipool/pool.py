@@ -47,6 +47,7 @@ from .options import CHECKS as _CHECKS
 from .options import check_options  # noqa: F401  (re-exported: older imports use it)
 from .process import (  # noqa: F401  (re-exported for the server integrations)
     GENERATIONS, ON_POOL_CREATED, ProcessBound, close_process_pools, live_pools, register,
+    warm_at_creation,
 )
 from .stats import DISCARD_REASONS, PoolStats
 from .urls import scrub
@@ -125,8 +126,9 @@ class Pool(Housekeeping, ProcessBound):
         how that driver connects, without a URL any DB-API module can be pooled.
     :param max_size: the most connections open at once in this process.
     :param min_size: connections the housekeeping keeps open, idle or not: opened in
-        the background from the pool's creation (and in a forked child from its first
-        use), reopened when retired.
+        the background from the pool's creation (under a server integration, in each
+        worker at boot instead; in a forked child from its first use), reopened when
+        retired.
     :param timeout: seconds a checkout waits for a free connection before
         :class:`~wsgipool.PoolTimeout`; also the bound on each round trip the pool
         makes itself (ping, rollback, reset) and, rounded up, on opening a connection.
@@ -153,7 +155,6 @@ class Pool(Housekeeping, ProcessBound):
         (``SET search_path``, type adapters); it must leave no transaction open. If it
         fails, the connection is closed and the checkout fails as a refused connect
         would (:class:`~wsgipool.ConnectError`, logged with the cause).
-
     :param fail_at_boot: when a server starts a worker (gunicorn's
         ``post_worker_init``, a uWSGI worker, an Apache child), a pool that cannot
         connect makes the worker fail to boot (gunicorn then stops) instead of logging
@@ -231,7 +232,7 @@ class Pool(Housekeeping, ProcessBound):
         self._init_process_state()
         log.info("pool %s created in pid %d (max_size=%d)", self.name, self._pid, self.max_size)
         register(self)
-        if self.min_size:  # open them now, in the background
+        if self.min_size and warm_at_creation():  # open them now, in the background
             self._housekept = True
             HOUSEKEEPER.watch(self)
 

@@ -32,6 +32,24 @@ ADOPT_LOCK = threading.Lock()
 GENERATIONS = itertools.count(1)
 
 
+# Whether a new pool opens its min_size connections at once; an embedding server's
+# integration turns it off (see warm_at_creation).
+_warm_at_creation = True
+
+
+def leave_warming_to_the_server() -> None:
+    """Called by a server integration that opens each worker's connections at boot."""
+    global _warm_at_creation
+    _warm_at_creation = False
+
+
+def warm_at_creation() -> bool:
+    """Whether a new pool should open its ``min_size`` connections now: not under a
+    server that opens them in each worker at boot (gunicorn's ``post_worker_init``, the
+    embedding servers), where a pool made in the parent would keep them there."""
+    return _warm_at_creation and "gunicorn.arbiter" not in sys.modules
+
+
 def register(pool: Any) -> None:
     """Note a new pool, and announce it to the server integrations."""
     _LIVE_POOLS.add(pool)
@@ -114,4 +132,4 @@ if {"mod_wsgi", "_apache", "uwsgi"} & set(sys.modules):  # a server embedding Py
     from . import embedded
 
     # mod_python runs no atexit handler: register the same one with it.
-    embedded.install(ON_POOL_CREATED, close_process_pools)
+    embedded.install(ON_POOL_CREATED, close_process_pools, leave_warming_to_the_server)
