@@ -350,6 +350,20 @@ def _wrote(conn: Any, cursor: Any) -> None:
         conn.wrote = True
 
 
+class _ForgetsWritesAtTheEnd:
+    """For a connection subclass: ``wrote`` holds until the transaction ends."""
+
+    wrote = False
+
+    def commit(self) -> None:
+        super().commit()  # type: ignore[misc]
+        self.wrote = False
+
+    def rollback(self) -> None:
+        super().rollback()  # type: ignore[misc]
+        self.wrote = False
+
+
 _PSYCOPG2_CLASSES: Optional[tuple] = None
 
 
@@ -371,20 +385,10 @@ def _psycopg2_classes() -> tuple:
                 _wrote(self.connection, self)
                 return result
 
-        class WritesNotingConnection(extensions.connection):
-            wrote = False
-
+        class WritesNotingConnection(_ForgetsWritesAtTheEnd, extensions.connection):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 self.cursor_factory = WritesNotingCursor
-
-            def commit(self) -> None:
-                super().commit()
-                self.wrote = False
-
-            def rollback(self) -> None:
-                super().rollback()
-                self.wrote = False
 
         _PSYCOPG2_CLASSES = (WritesNotingConnection, WritesNotingCursor)
     return _PSYCOPG2_CLASSES
@@ -410,16 +414,8 @@ def _psycopg_classes() -> tuple:
                 _wrote(self.connection, self)
                 return result
 
-        class WritesNotingConnection(psycopg.Connection):
-            wrote = False
-
-            def commit(self) -> None:
-                super().commit()
-                self.wrote = False
-
-            def rollback(self) -> None:
-                super().rollback()
-                self.wrote = False
+        class WritesNotingConnection(_ForgetsWritesAtTheEnd, psycopg.Connection):
+            pass
 
         _PSYCOPG_CLASSES = (WritesNotingConnection, WritesNotingCursor)
     return _PSYCOPG_CLASSES
