@@ -113,9 +113,8 @@ def test_lazy_connection_hands_driver_functions_the_real_connection(postgresql):
     def handler(environ):
         lazy = environ["db.conn"]
         real = wsgipool.connection(environ)
-        # psycopg2's own connection type (wsgipool's subclass only notes writes)
+        # psycopg2's own connection type (wsgipool's subclass of it only notes writes)
         assert isinstance(real, psycopg2.extensions.connection)
-        assert type(real).__mro__[1] is psycopg2.extensions.connection
         with pytest.raises(TypeError):  # the stand-in itself is not a psycopg2 connection
             psycopg2.extensions.register_type(psycopg2.extensions.DECIMAL, lazy)
         numeric_as_float = psycopg2.extensions.new_type(
