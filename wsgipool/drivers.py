@@ -1,9 +1,11 @@
 """One small driver object per DB-API module: how to connect, and what a connection's state is.
 
-The pool core knows nothing about any database. It asks its driver five questions: open a
-connection, what is its state (idle, in a transaction, closed), roll it back, is it alive,
-and make a connection inherited across ``fork()`` harmless. Each driver answers them with
-its module's own cheap, local calls, so returning an idle connection costs no round trip.
+The pool core knows nothing about any database. It asks its driver: open a connection;
+what is its state (idle, in a transaction, closed) and its autocommit flag; why a
+transaction left open matters (it wrote, failed); end any transaction, whatever the mode;
+put its flags back; is it alive; which socket it uses (for the watchdog); and make a
+connection inherited across ``fork()`` harmless. Each driver answers with its module's
+own cheap, local calls, so returning an idle connection costs no round trip.
 """
 
 from __future__ import annotations
