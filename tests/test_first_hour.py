@@ -223,3 +223,101 @@ def test_quiet_log_under_gunicorn_for_reads_and_one_warning_for_a_write(postgres
     warnings = [line for line in log.splitlines() if "[WARNING]" in line
                 and "rolled back" in line]
     assert len(warnings) == 1 and "it wrote" in warnings[0] and "GET /write" in warnings[0]
+
+
+# -- from the second review: each printed its defect before the fix -------------------------
+
+
+@pytest.mark.parametrize("way", ["psycopg-transaction-block", "sql-commit", "with-conn"])
+def test_a_write_committed_any_way_is_forgotten(postgresql, psycopg_postgresql, way,
+                                                pools, caplog):
+    """A write committed through ``with conn.transaction():`` (psycopg 3), a ``COMMIT``
+    run as SQL, or psycopg2's ``with conn:`` leaves no "it wrote" behind for a later
+    request that only reads (before: a false warning on the reader)."""
+    db = psycopg_postgresql if way == "psycopg-transaction-block" else postgresql
+    pool = pools(db.url, max_size=1)
+    with pool.connection() as conn:
+        cursor = conn.cursor()
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS forgotten (i int)")
+        conn.commit()
+        if way == "psycopg-transaction-block":
+            with conn.transaction():
+                conn.execute("INSERT INTO forgotten VALUES (1)")
+        elif way == "sql-commit":
+            cursor.execute("INSERT INTO forgotten VALUES (1)")
+            cursor.execute("COMMIT")
+        else:
+            with conn:
+                cursor.execute("INSERT INTO forgotten VALUES (1)")
+    with caplog.at_level(logging.WARNING, logger="wsgipool"):
+        with pool.connection() as conn:
+            _one(conn, "SELECT count(*) FROM forgotten")  # a reader, left open
+    assert [r.getMessage() for r in caplog.records] == []
+    assert pool.stats()["rollbacks"] >= 1
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg"])
+def test_copy_in_counts_as_a_write(postgresql, scheme, pools, caplog):
+    """COPY ... FROM STDIN bypasses execute(): before, an uncommitted one was silent."""
+    import io
+
+    url = scheme + postgresql.url[postgresql.url.index("://"):]
+    pool = pools(url, max_size=1)
+    with caplog.at_level(logging.WARNING, logger="wsgipool"):
+        with pool.connection() as conn:
+            cursor = conn.cursor()
+            cursor.execute("CREATE TEMP TABLE copied (i int)")
+            conn.commit()
+            if scheme == "postgresql":
+                cursor.copy_expert("COPY copied FROM STDIN", io.StringIO("1\n2\n"))
+            else:
+                with cursor.copy("COPY copied FROM STDIN") as copy:
+                    copy.write("1\n2\n")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "it wrote" in warned[0], warned
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg"])
+def test_on_connect_runs_again_after_a_session_reset(postgresql, scheme, pools):
+    """``DISCARD ALL`` undoes what on_connect set: before, the second request saw the
+    server's default search_path."""
+    def set_up(conn):
+        cursor = conn.cursor()
+        cursor.execute("SET search_path TO pg_catalog, wsgipool_test_schema")
+        conn.commit()
+
+    url = scheme + postgresql.url[postgresql.url.index("://"):]
+    pool = pools(url, max_size=1, reset="session", on_connect=set_up)
+    seen = []
+    for _ in range(3):
+        with pool.connection() as conn:
+            seen.append(_one(conn, "SHOW search_path")[0])
+            conn.commit()
+    assert seen == ["pg_catalog, wsgipool_test_schema"] * 3
+    assert pool.stats()["connects"] == 1
+
+
+def test_named_databases_keep_their_own_names(sqlite, tmp_path):
+    """``name=`` names the middleware's own pool; before, it renamed every named one."""
+    middleware = PoolMiddleware(lambda environ, start_response: [], sqlite.url, name="main",
+                                databases={"reports": f"sqlite:///{tmp_path}/r.db"})
+    try:
+        names = {key: pool.name for key, pool in middleware.pools.items()}
+        assert names == {"default": "main", "reports": "reports"}
+    finally:
+        for pool in middleware.pools.values():
+            pool.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql", "sqlite"])
+def test_transaction_per_request_refuses_an_autocommit_url(request, url):
+    """Every statement of an autocommit connection commits at once, so a 500 could not
+    be rolled back: before, the combination was accepted and a 500 kept its write."""
+    from wsgipool import ConfigurationError
+
+    db = request.getfixturevalue(url)
+    extra = "autocommit=true" if url == "postgresql" else "isolation_level=None"
+    sep = "&" if "?" in db.url else "?"
+    with pytest.raises(ConfigurationError, match="autocommit mode"):
+        PoolMiddleware(lambda environ, start_response: [], db.url + sep + extra,
+                       transaction=True)

@@ -56,6 +56,8 @@ class Driver:
     name = "dbapi"
     #: ``state()`` says exactly whether a transaction is open (else: whether one may be).
     exact_state = False
+    #: The URL opens connections in autocommit mode (a ``connect=`` callable: unknown).
+    autocommit_at_connect = False
     #: What ``paramstyle`` the module's cursors use (PEP 249), when known.
     paramstyle: Optional[str] = None
 

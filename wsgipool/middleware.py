@@ -97,7 +97,7 @@ class PoolMiddleware:
                      transaction=transaction, lazy=lazy)
         if url_or_pool is None:
             # Settings made elsewhere (configure(), WSGIPOOL_*) fill what was left at
-            # its default here; an explicit keyword wins.
+            # its default here; a keyword given another value wins.
             for option, value in middleware_settings().items():
                 if given[option] == MIDDLEWARE_DEFAULTS[option]:
                     given[option] = value
@@ -138,6 +138,13 @@ class PoolMiddleware:
     def _apply(self, *, environ_key: str, retry_after: int, server_timing: bool,
                stats_path: Optional[str], transaction: bool, lazy: bool) -> None:
         """Set the middleware's options, and what the request path derives from them."""
+        if transaction:
+            for name, pool in self.pools.items():
+                if pool is not None and pool.autocommit_at_connect:
+                    raise ConfigurationError(
+                        f"transaction=True cannot roll back a request on database {name!r}:"
+                        f" its URL opens connections in autocommit mode ({pool.name}); "
+                        "drop autocommit from the URL, or transaction=True")
         self.environ_key = environ_key
         self.server_timing = server_timing
         self.transaction = transaction
@@ -288,7 +295,7 @@ def _named_pools(databases: Optional[Mapping[str, Union[str, Pool]]],
         if isinstance(url_or_pool, Pool):
             pools[name] = url_or_pool
         elif isinstance(url_or_pool, str):
-            pools[name] = Pool(url_or_pool, **{"name": name, **pool_options})
+            pools[name] = Pool(url_or_pool, **{**pool_options, "name": name})
         else:
             raise TypeError(f"databases[{name!r}] must be a URL str or a Pool, "
                             f"not {type(url_or_pool).__name__}")

@@ -183,6 +183,7 @@ class MySQLdbDriver(_MySQLDriver):
         super().__init__(connect or (lambda: tracked(**options)), url.redacted)
         self.secrets = _secrets(url)
         self._options = options
+        self.autocommit_at_connect = bool(options.get("autocommit"))
         self._custom_connect = connect is not None
         import MySQLdb
 
@@ -266,6 +267,7 @@ class PyMySQLDriver(_MySQLDriver):
         super().__init__(connect or self._connect_pymysql, url.redacted)
         self.secrets = _secrets(url)
         self._options = options
+        self.autocommit_at_connect = bool(options.get("autocommit"))
         self._operational_error = pymysql.OperationalError
 
     def _connect_pymysql(self) -> Any:

@@ -152,9 +152,11 @@ class Pool(Housekeeping, ProcessBound):
         server sessions: ``reset="session"`` is refused, and psycopg 3 prepares no
         statements.
     :param on_connect: a callable given each new connection once, before its first use
-        (``SET search_path``, type adapters); it must leave no transaction open. If it
-        fails, the connection is closed and the checkout fails as a refused connect
-        would (:class:`~wsgipool.ConnectError`, logged with the cause).
+        (``SET search_path``, type adapters), and again after each ``reset="session"``,
+        which undoes what it set; it must leave no transaction open. If it fails on a
+        new connection, the connection is closed and the checkout fails as a refused
+        connect would (:class:`~wsgipool.ConnectError`, logged with the cause); after a
+        reset, the connection is discarded (reason ``reset_failed``).
     :param fail_at_boot: when a server starts a worker (gunicorn's
         ``post_worker_init``, a uWSGI worker, an Apache child), a pool that cannot
         connect makes the worker fail to boot (gunicorn then stops) instead of logging
@@ -257,6 +259,12 @@ class Pool(Housekeeping, ProcessBound):
     def __repr__(self) -> str:
         return (f"<Pool {self.name} size={self._size}/{self.max_size} "
                 f"idle={len(self._idle)} pid={self._pid}>")
+
+    @property
+    def autocommit_at_connect(self) -> bool:
+        """Whether the URL opens connections in autocommit mode (``?autocommit=true``,
+        SQLite's ``isolation_level=None``): nothing a request does can be rolled back."""
+        return self._driver.autocommit_at_connect
 
     @property
     def driver_name(self) -> str:
@@ -517,6 +525,13 @@ class Pool(Housekeeping, ProcessBound):
         log.debug("opened a connection to %s (%d open)", self.name, self._size)
         return entry
 
+    def _set_up_again(self, conn: Any) -> None:
+        """After a session reset: ``on_connect`` once more, leaving no transaction."""
+        self.on_connect(conn)
+        if self._state(conn) not in _SETTLED:
+            raise _StillInTransaction(
+                "on_connect left a transaction open; it must commit or roll back")
+
     def _set_up(self, conn: Any) -> None:
         """Run ``on_connect`` on a new connection; if it fails or leaves a transaction
         open, close the connection and fail as its connect would have."""
@@ -631,6 +646,8 @@ class Pool(Housekeeping, ProcessBound):
                     raise _StillInTransaction(
                         "the reset left a transaction open; it must commit or roll back")
             driver.restore(conn, entry.flags, self.reset == "session")
+            if self.reset == "session" and self.on_connect is not None:
+                self._set_up_again(conn)  # the reset undid what it set
         except Exception as exc:
             reason = "unresponsive" if WATCHDOG.finish(guard) else step
             if reason == step and driver.is_disconnect(conn, exc):

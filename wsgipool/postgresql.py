@@ -204,6 +204,7 @@ class Psycopg2Driver(_LibpqDriver):
         self.secrets = _secrets(url)
         self._options = options
         self._own = own
+        self.autocommit_at_connect = bool(own.get("autocommit"))
         self._idle_status = extensions.TRANSACTION_STATUS_IDLE
         self._ready = extensions.STATUS_READY
         self._error_status = extensions.TRANSACTION_STATUS_INERROR
@@ -278,6 +279,7 @@ class PsycopgDriver(_LibpqDriver):
         self.secrets = _secrets(url)
         self._options = options
         self._own = own
+        self.autocommit_at_connect = bool(own.get("autocommit"))
         self._idle_status = TransactionStatus.IDLE
         self._unknown_status = TransactionStatus.UNKNOWN
         self._error_status = TransactionStatus.INERROR
@@ -336,18 +338,36 @@ class PsycopgDriver(_LibpqDriver):
 
 # Command tags of statements that change no data: a transaction that ran only these may
 # be rolled back without a word. Any other tag (INSERT, UPDATE, CREATE...) is a write.
+# (By the tag alone, a data-modifying WITH, SELECT INTO, CREATE TABLE AS and a function
+# that writes look like reads: they are not seen.)
 _READ_TAGS = frozenset({
     "SELECT", "SHOW", "SET", "RESET", "FETCH", "MOVE", "DECLARE", "CLOSE", "BEGIN",
-    "START", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "LISTEN", "UNLISTEN",
-    "EXPLAIN", "PREPARE", "DEALLOCATE", "DISCARD", "VALUES", "TABLE",
+    "START", "SAVEPOINT", "RELEASE", "LISTEN", "UNLISTEN", "EXPLAIN", "PREPARE",
+    "DEALLOCATE", "DISCARD", "VALUES", "TABLE", "LOCK",
 })
+_ENDS = frozenset({"COMMIT", "ROLLBACK"})
 
 
 def _wrote(conn: Any, cursor: Any) -> None:
-    """After a statement: note on ``conn`` if it changed data inside a transaction."""
+    """After a statement: note on ``conn`` if it changed data inside a transaction, or
+    forget an earlier write if it ended the transaction (a ``COMMIT`` run as SQL)."""
     tag = cursor.statusmessage
-    if tag and not conn.autocommit and tag.split(None, 1)[0] not in _READ_TAGS:
+    if tag and not conn.autocommit:
+        first = tag.split(None, 1)[0]
+        if first in _ENDS:
+            conn.wrote = False
+        elif first not in _READ_TAGS:
+            conn.wrote = True
+
+
+def _note_write(conn: Any) -> None:
+    """A call that writes whatever it returns (COPY FROM, a procedure)."""
+    if not conn.autocommit:
         conn.wrote = True
+
+
+def _copies_in(statement: Any) -> bool:
+    return isinstance(statement, str) and " FROM " in f" {statement.upper()} "
 
 
 class _ForgetsWritesAtTheEnd:
@@ -374,15 +394,41 @@ def _psycopg2_classes() -> tuple:
     if _PSYCOPG2_CLASSES is None:
         from psycopg2 import extensions
 
+        idle = extensions.TRANSACTION_STATUS_IDLE
+
         class WritesNotingCursor(extensions.cursor):
+            # A statement run with no transaction open starts a new one: an earlier
+            # write was committed meanwhile (however: SQL, a `with conn:` block...).
             def execute(self, query: Any, vars: Any = None) -> Any:
+                conn = self.connection
+                if conn.wrote and conn.get_transaction_status() == idle:
+                    conn.wrote = False
                 result = super().execute(query, vars)
-                _wrote(self.connection, self)
+                _wrote(conn, self)
                 return result
 
             def executemany(self, query: Any, vars_list: Any) -> Any:
+                conn = self.connection
+                if conn.wrote and conn.get_transaction_status() == idle:
+                    conn.wrote = False
                 result = super().executemany(query, vars_list)
-                _wrote(self.connection, self)
+                _wrote(conn, self)
+                return result
+
+            def callproc(self, procname: Any, parameters: Any = None) -> Any:
+                result = super().callproc(procname, parameters)
+                _note_write(self.connection)
+                return result
+
+            def copy_from(self, *args: Any, **kwargs: Any) -> Any:
+                result = super().copy_from(*args, **kwargs)
+                _note_write(self.connection)
+                return result
+
+            def copy_expert(self, sql: Any, *args: Any, **kwargs: Any) -> Any:
+                result = super().copy_expert(sql, *args, **kwargs)
+                if _copies_in(sql):
+                    _note_write(self.connection)
                 return result
 
         class WritesNotingConnection(_ForgetsWritesAtTheEnd, extensions.connection):
@@ -403,16 +449,31 @@ def _psycopg_classes() -> tuple:
     if _PSYCOPG_CLASSES is None:
         import psycopg
 
+        idle = psycopg.pq.TransactionStatus.IDLE
+
         class WritesNotingCursor(psycopg.Cursor):
+            # As psycopg2's; a `with conn.transaction():` block commits without
+            # commit(), which the idle check at the next statement notices.
             def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+                conn = self.connection
+                if conn.wrote and conn.pgconn.transaction_status == idle:
+                    conn.wrote = False
                 result = super().execute(query, params, **kwargs)
-                _wrote(self.connection, self)
+                _wrote(conn, self)
                 return result
 
             def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
+                conn = self.connection
+                if conn.wrote and conn.pgconn.transaction_status == idle:
+                    conn.wrote = False
                 result = super().executemany(query, params_seq, **kwargs)
-                _wrote(self.connection, self)
+                _wrote(conn, self)
                 return result
+
+            def copy(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+                if _copies_in(statement):
+                    _note_write(self.connection)
+                return super().copy(statement, *args, **kwargs)
 
         class WritesNotingConnection(_ForgetsWritesAtTheEnd, psycopg.Connection):
             pass

@@ -53,6 +53,12 @@ def middleware_settings() -> Dict[str, Any]:
     environment's ``WSGIPOOL_*`` (or a mod_python ``PythonOption``), then
     :func:`configure`'s over them."""
     found = options_from_settings(server_setting, "the environment", MIDDLEWARE_CHECKS)
+    for option, value in found.items():
+        try:
+            MIDDLEWARE_CHECKS[option](value)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"WSGIPOOL_{option.upper()} in the environment: {exc}") from None
     if _configured is not None:
         found.update(_configured["middleware"])
     return found

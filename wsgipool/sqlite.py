@@ -43,6 +43,8 @@ class SQLiteDriver(Driver):
             options["isolation_level"] = None
         target = database or ":memory:"
         self.database = target
+        self.autocommit_at_connect = "isolation_level" in options and \
+            options["isolation_level"] is None
         super().__init__(connect or (lambda: sqlite3.connect(target, **options)), url.redacted)
 
     def _coerce(self, key: str, value: str, url: DatabaseURL) -> Any:
