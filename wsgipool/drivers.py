@@ -58,6 +58,8 @@ class Driver:
     exact_state = False
     #: The URL opens connections in autocommit mode (a ``connect=`` callable: unknown).
     autocommit_at_connect = False
+    #: Each connection is a server's session, counted against its connection limit.
+    has_server = True
     #: What ``paramstyle`` the module's cursors use (PEP 249), when known.
     paramstyle: Optional[str] = None
 

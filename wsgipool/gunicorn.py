@@ -84,8 +84,7 @@ def post_worker_init(worker: Any) -> None:
             "worker pid %d: pool %s opens at most %d connections; %d workers can open "
             "%d in all%s", os.getpid(), pool.name, pool.max_size, workers,
             workers * pool.max_size,
-            "" if pool.driver_name == "sqlite"  # a file: no server counts connections
-            else " (compare with the database's max_connections)",
+            " (compare with the database's max_connections)" if pool.has_server else "",
         )
         if concurrency > pool.max_size:
             log.warning(

@@ -138,28 +138,8 @@ class Housekeeping:
             if retire:
                 self._idle[:] = keep
                 self._closing += len(retire)
-            open_now = self._size - self._closing
-            missing = self.min_size - open_now if not self._waiters else 0
-            if missing > 0 and monotonic() >= self._retry_at:
-                self._size += missing
-                self._opening += missing
-            else:
-                missing = 0
-        attempted = 0
-        try:
-            self._discard_all(retire)
-            while attempted < missing:
-                attempted += 1  # _open frees its own room if it fails, however
-                try:
-                    self._open(for_checkout=False)
-                except Exception:  # logged by _open; the back-off paces the next attempt
-                    due = min(due, self._retry_at)
-        finally:
-            if attempted < missing:  # interrupted: give back the rooms never tried
-                with self._lock:
-                    for _ in range(missing - attempted):
-                        self._opening -= 1
-                        self._free_room()
+        self._discard_all(retire)
+        self._open_up_to(self.min_size, keep_going=True)  # a failure paces the next look
         # Look again within a tenth of either limit, so a connection returned after this
         # look is still closed within 110 % of it.
         for limit in (max_idle, self.max_lifetime):
@@ -193,26 +173,11 @@ class Housekeeping:
                     raise PoolClosed(f"pool {self.name} is closed")
                 if self._size - self._opening - self._closing >= target:
                     return  # open, idle or in use
-                missing = max(0, target - self._size) if not self._waiters else 0
-                self._size += missing
-                self._opening += missing
-            if not missing:  # the housekeeping is opening them: wait for it
+            if not self._open_up_to(target, holder):  # the housekeeping is opening them
                 if monotonic() >= deadline:
                     raise PoolTimeout(f"pool {self.name} did not open {target} "
                                       f"connection(s) within {self.timeout:.1f} s")
                 _sleep(0.01)
-                continue
-            attempted = 0
-            try:
-                while attempted < missing:
-                    attempted += 1  # _open frees its own room if it fails
-                    self._open(for_checkout=False, holder=holder)
-            finally:
-                if attempted < missing:  # failed or interrupted: give back the rest
-                    with self._lock:
-                        for _ in range(missing - attempted):
-                            self._opening -= 1
-                            self._free_room()
 
     def check_at_boot(self) -> bool:
         """A server integration's check when a worker starts: :meth:`open`, and on failure
@@ -225,6 +190,37 @@ class Housekeeping:
             return False
         return True
 
+    def _open_up_to(self, target: int, holder: Any = None, keep_going: bool = False) -> bool:
+        """Open idle connections until ``target`` are open or being opened; ``False`` if
+        none was needed or could be had (someone waits: the rooms are theirs).
+
+        A failed connect is raised (logged once by ``_open``), unless ``keep_going``,
+        which also waits out the connect back-off. Whatever interrupts, the rooms of
+        connections never tried are given back.
+        """
+        with self._lock:
+            missing = target - (self._size - self._closing)
+            if (self._closed or self._waiters or missing <= 0
+                    or keep_going and monotonic() < self._retry_at):
+                return False
+            self._size += missing
+            self._opening += missing
+        attempted = 0
+        try:
+            while attempted < missing:
+                attempted += 1  # _open frees its own room if it fails
+                try:
+                    self._open(for_checkout=False, holder=holder)
+                except Exception:
+                    if not keep_going:
+                        raise
+        finally:
+            if attempted < missing:
+                with self._lock:
+                    for _ in range(missing - attempted):
+                        self._opening -= 1
+                        self._free_room()
+        return True
 
 #: The process's housekeeper.
 HOUSEKEEPER = Housekeeper()

@@ -267,10 +267,10 @@ class Pool(Housekeeping, ProcessBound):
         return self._driver.autocommit_at_connect
 
     @property
-    def driver_name(self) -> str:
-        """Which driver family serves the pool: ``postgresql``, ``mysql``, ``sqlite``, or
-        ``dbapi`` for a plain ``connect=``."""
-        return self._driver.name
+    def has_server(self) -> bool:
+        """Whether the connections are sessions of a server, which counts them against
+        its ``max_connections`` (SQLite's are a file's)."""
+        return self._driver.has_server
 
     @property
     def paramstyle(self) -> Optional[str]:
@@ -435,23 +435,36 @@ class Pool(Housekeeping, ProcessBound):
             self._discard(entry, "lifetime", how=_RETRY)
             return False
         if self.pre_ping is True or (self.pre_ping and idle_for >= self.pre_ping):
-            guard = None
-            try:
-                guard = WATCHDOG.start(self._driver.fileno(entry.conn), self.timeout)
-                self._driver.ping(entry.conn)
-            except Exception as exc:
-                reason = "unresponsive" if WATCHDOG.finish(guard) else "broken"
-                self._discard(entry, reason, exc, how=_RETRY)
-                return False
-            except BaseException as exc:
-                WATCHDOG.finish(guard)
-                self._discard(entry, "interrupted", exc, how=_ABORTED)
-                raise
-            if WATCHDOG.finish(guard):  # cut just as it answered: not to be trusted
-                self._discard(entry, "unresponsive", how=_RETRY)
+            if not self._bounded(entry, self._driver.ping, _RETRY, lambda exc: "broken"):
                 return False
             with self._lock:
                 self._stats.pings += 1
+        return True
+
+    def _bounded(self, entry: PooledConnection, work: Callable[[Any], Any], how: int,
+                 failed: Callable[[Exception], str]) -> bool:
+        """Run ``work(conn)``, round trips of the pool's own, cut after ``timeout`` by the
+        watchdog; ``False`` once ``entry`` is discarded (``how``) because it failed.
+
+        The reason is ``unresponsive`` if the watchdog cut it (even as it answered: not
+        to be trusted), else ``failed(exc)``; a ``BaseException`` discards it as
+        ``interrupted``, frees its room, and goes on.
+        """
+        guard = None
+        try:
+            guard = WATCHDOG.start(self._driver.fileno(entry.conn), self.timeout)
+            work(entry.conn)
+        except Exception as exc:
+            reason = "unresponsive" if WATCHDOG.finish(guard) else failed(exc)
+            self._discard(entry, reason, exc, how=how)
+            return False
+        except BaseException as exc:
+            WATCHDOG.finish(guard)
+            self._discard(entry, "interrupted", exc, how=_ABORTED if how == _RETRY else how)
+            raise
+        if WATCHDOG.finish(guard):
+            self._discard(entry, "unresponsive", how=how)
+            return False
         return True
 
     def _open(self, for_checkout: bool = True, holder: Any = None) -> PooledConnection:
@@ -627,12 +640,11 @@ class Pool(Housekeeping, ProcessBound):
             self._discard(entry, "closed" if state == CLOSED else "broken", how=_RETURNED)
             return False
         driver = self._driver
-        conn = entry.conn
         step = "rollback_failed"
-        warning = driver.left_open(conn) if state != IDLE else None
-        guard = None
-        try:
-            guard = WATCHDOG.start(driver.fileno(conn), self.timeout)
+        warning = driver.left_open(entry.conn) if state != IDLE else None
+
+        def clean(conn: Any) -> None:
+            nonlocal step
             if state != IDLE:
                 driver.rollback(conn)
                 if self._state(conn) not in _SETTLED:
@@ -648,18 +660,11 @@ class Pool(Housekeeping, ProcessBound):
             driver.restore(conn, entry.flags, self.reset == "session")
             if self.reset == "session" and self.on_connect is not None:
                 self._set_up_again(conn)  # the reset undid what it set
-        except Exception as exc:
-            reason = "unresponsive" if WATCHDOG.finish(guard) else step
-            if reason == step and driver.is_disconnect(conn, exc):
-                reason = "broken"
-            self._discard(entry, reason, exc, how=_RETURNED)
-            return False
-        except BaseException as exc:
-            WATCHDOG.finish(guard)
-            self._discard(entry, "interrupted", exc, how=_RETURNED)
-            raise
-        if WATCHDOG.finish(guard):  # cut just as it answered: not to be trusted
-            self._discard(entry, "unresponsive", how=_RETURNED)
+
+        def failed(exc: Exception) -> str:
+            return "broken" if driver.is_disconnect(entry.conn, exc) else step
+
+        if not self._bounded(entry, clean, _RETURNED, failed):
             return False
         if state != IDLE:
             # A handler that only read leaves psycopg2's implicit transaction open: normal

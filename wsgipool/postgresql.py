@@ -360,6 +360,18 @@ def _wrote(conn: Any, cursor: Any) -> None:
             conn.wrote = True
 
 
+def _noting(cursor: Any, in_transaction: Callable[[Any], bool], run: Callable[..., Any],
+            *args: Any, **kwargs: Any) -> Any:
+    """Run a statement, noting whether it wrote. One run with no transaction open starts
+    a new one: an earlier write was committed meanwhile, however (SQL, a block)."""
+    conn = cursor.connection
+    if conn.wrote and not in_transaction(conn):
+        conn.wrote = False
+    result = run(*args, **kwargs)
+    _wrote(conn, cursor)
+    return result
+
+
 def _note_write(conn: Any) -> None:
     """A call that writes whatever it returns (COPY FROM, a procedure)."""
     if not conn.autocommit:
@@ -396,24 +408,15 @@ def _psycopg2_classes() -> tuple:
 
         idle = extensions.TRANSACTION_STATUS_IDLE
 
+        def in_transaction(conn: Any) -> bool:
+            return conn.get_transaction_status() != idle
+
         class WritesNotingCursor(extensions.cursor):
-            # A statement run with no transaction open starts a new one: an earlier
-            # write was committed meanwhile (however: SQL, a `with conn:` block...).
             def execute(self, query: Any, vars: Any = None) -> Any:
-                conn = self.connection
-                if conn.wrote and conn.get_transaction_status() == idle:
-                    conn.wrote = False
-                result = super().execute(query, vars)
-                _wrote(conn, self)
-                return result
+                return _noting(self, in_transaction, super().execute, query, vars)
 
             def executemany(self, query: Any, vars_list: Any) -> Any:
-                conn = self.connection
-                if conn.wrote and conn.get_transaction_status() == idle:
-                    conn.wrote = False
-                result = super().executemany(query, vars_list)
-                _wrote(conn, self)
-                return result
+                return _noting(self, in_transaction, super().executemany, query, vars_list)
 
             def callproc(self, procname: Any, parameters: Any = None) -> Any:
                 result = super().callproc(procname, parameters)
@@ -451,24 +454,19 @@ def _psycopg_classes() -> tuple:
 
         idle = psycopg.pq.TransactionStatus.IDLE
 
+        def in_transaction(conn: Any) -> bool:
+            return conn.pgconn.transaction_status != idle
+
         class WritesNotingCursor(psycopg.Cursor):
-            # As psycopg2's; a `with conn.transaction():` block commits without
-            # commit(), which the idle check at the next statement notices.
+            # (A `with conn.transaction():` block commits without commit(): _noting
+            # sees no transaction open at the next statement.)
             def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-                conn = self.connection
-                if conn.wrote and conn.pgconn.transaction_status == idle:
-                    conn.wrote = False
-                result = super().execute(query, params, **kwargs)
-                _wrote(conn, self)
-                return result
+                return _noting(self, in_transaction, super().execute, query, params,
+                               **kwargs)
 
             def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> Any:
-                conn = self.connection
-                if conn.wrote and conn.pgconn.transaction_status == idle:
-                    conn.wrote = False
-                result = super().executemany(query, params_seq, **kwargs)
-                _wrote(conn, self)
-                return result
+                return _noting(self, in_transaction, super().executemany, query,
+                               params_seq, **kwargs)
 
             def copy(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
                 if _copies_in(statement):

@@ -72,6 +72,7 @@ class SQLiteDriver(Driver):
             ) from None
 
     exact_state = True  # in_transaction is SQLite's own flag
+    has_server = False  # a file: no server counts the connections
 
     def autocommit(self, conn: Any) -> Any:
         return conn.isolation_level  # None: autocommit (before Python 3.12's autocommit)

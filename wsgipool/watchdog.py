@@ -92,8 +92,13 @@ class Watchdog:
         with self._lock:
             self._active.add(guard)
             if not self._running:
+                try:
+                    self._start_thread(self._run, ())
+                except Exception:  # no thread to be had (a process at its limit)
+                    self._active.discard(guard)
+                    os.close(fd)
+                    return None  # this round trip goes unbounded; the next one tries again
                 self._running = True
-                self._start_thread(self._run, ())
             elif self._idle_sleep:
                 self._idle_sleep = False
                 self._wake.release()
