@@ -220,6 +220,8 @@ class _Pipe:
                  early: float, seen, name: str) -> None:
         self.source, self.sink, self.delay, self.seen = source, sink, delay, seen
         self.early = early  # wake this much before a chunk is due: sleep oversleeps
+        self.sent = 0  # chunks written
+        self.late = 0.0  # seconds, summed over them: how far past due each went out
         self.chunks: "queue.SimpleQueue[Optional[Tuple[float, bytes]]]" = queue.SimpleQueue()
         self.threads = [threading.Thread(target=self._read, name=f"{name}-read", daemon=True),
                         threading.Thread(target=self._write, name=f"{name}-write", daemon=True)]
@@ -249,6 +251,8 @@ class _Pipe:
                 wait = due - time.monotonic() - self.early
                 if wait > 0:
                     time.sleep(wait)
+                self.late += time.monotonic() - due
+                self.sent += 1
                 self.sink.sendall(data)
         except OSError:
             pass
@@ -295,10 +299,11 @@ class LatencyProxy:
 
     def counts(self) -> Dict[str, object]:
         """Totals over every connection so far: ``statements``, ``round_trips``,
-        ``connections``, ``by_statement`` (first word -> count), ``messages`` (by kind)
-        and ``encrypted`` (connections that could not be read)."""
+        ``connections``, ``by_statement`` (first word -> count), ``messages`` (by kind),
+        ``encrypted`` (connections that could not be read), ``chunks`` forwarded and
+        ``late`` (seconds past due, summed over them: the proxy's own lag)."""
         with self._lock:
-            counters = list(self._counters)
+            counters, pipes = list(self._counters), list(self._pipes)
         messages: Counter[str] = collections.Counter()
         statements: Counter[str] = collections.Counter()
         total = trips = encrypted = 0
@@ -310,7 +315,8 @@ class LatencyProxy:
             encrypted += counter.encrypted
         return {"statements": total, "round_trips": trips, "connections": len(counters),
                 "by_statement": dict(statements), "messages": dict(messages),
-                "encrypted": encrypted}
+                "encrypted": encrypted, "chunks": sum(pipe.sent for pipe in pipes),
+                "late": sum(pipe.late for pipe in pipes)}
 
     def close(self) -> None:
         """Close every socket (the server ends the sessions); join threads, bounded."""

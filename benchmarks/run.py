@@ -5,7 +5,8 @@
 
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
-and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi). The report starts with the machine and versions, then every target of the
+and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi), ``remote``
+(the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py). The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
 
@@ -19,10 +20,10 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, contention, cycle, e2e, middleware, servers  # noqa: E402
+from benchmarks import common, contention, cycle, e2e, middleware, remote, servers  # noqa: E402
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run, "servers": servers.run}
+            "e2e": e2e.run, "servers": servers.run, "remote": remote.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -41,8 +42,14 @@ def main(argv=None) -> None:
     parser.add_argument("--e2e-keep-alive", action="store_true",
                         help="let wrk keep its connections open (noisier with gthread: "
                              "how its 8 connections split between the workers varies)")
+    parser.add_argument("--remote-rounds", type=int, metavar="N",
+                        help="interleaved rounds of the remote section (default 2)")
+    parser.add_argument("--remote-seconds", type=int, metavar="S",
+                        help="seconds of each of its wrk runs (default 3)")
+    parser.add_argument("--remote-delay", type=float, default=0.5, metavar="MS",
+                        help="milliseconds the proxy adds each way (default 0.5)")
     args = parser.parse_args(argv)
-    for option in ("e2e_rounds", "e2e_seconds"):
+    for option in ("e2e_rounds", "e2e_seconds", "remote_rounds", "remote_seconds"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -59,6 +66,10 @@ def main(argv=None) -> None:
         if name == "e2e":
             section = e2e.run(args.quick, rounds=args.e2e_rounds, seconds=args.e2e_seconds,
                               keep_alive=args.e2e_keep_alive)
+        elif name == "remote":
+            section = remote.run(args.quick, rounds=args.remote_rounds,
+                                 seconds=args.remote_seconds, delay=args.remote_delay / 1e3,
+                                 keep_alive=args.e2e_keep_alive)
         elif name == "servers":
             section = servers.run(args.quick, keep_alive=args.e2e_keep_alive)
         else:
