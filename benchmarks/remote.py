@@ -32,10 +32,10 @@ import tempfile
 import time
 from typing import Dict, List, NamedTuple, Optional
 
-from .common import URLS, Section, Target, TITLES, connect_args, median, paired_ratio, \
-    plain_connect, table
+from .common import URLS, Section, Target, TITLES, connect_args, driver_module, median, \
+    paired_ratio, plain_connect, table
 from .e2e import HERE, ROOT, Server, _UNITS, wrk_command
-from .latency_proxy import LatencyProxy
+from .latency_proxy import LatencyProxy, round_trips
 
 TABLE = "remote_items"
 ROW = "a row from 1 ms away"
@@ -212,8 +212,21 @@ def _sent(runs: List[Run]) -> str:
                      sorted(total.items(), key=lambda item: -item[1])) or "-"
 
 
+def calibrate(kind: str, delay: float, n: int = 300) -> str:
+    """The ``SELECT 1`` round trip direct and through a proxy: what the proxy really adds."""
+    import statistics
+
+    module, args = driver_module(kind), connect_args(kind)
+    direct = statistics.median(round_trips(lambda: module.connect(**args), n)) * 1e3
+    with LatencyProxy(target_of(kind), delay=delay, protocol=kind) as proxy:
+        through = statistics.median(round_trips(
+            lambda: module.connect(**dict(args, host=proxy.host, port=proxy.port)), n)) * 1e3
+    return (f"`SELECT 1` round trip, median of {n} on one connection: direct {direct:.3f} ms, "
+            f"through the proxy {through:.3f} ms (+{through - direct:.3f} ms).")
+
+
 def report(kind: str, runs: Dict[str, List[Run]], command: str, rounds: int,
-           delay: float) -> tuple:
+           delay: float, calibration: str) -> tuple:
     rows = []
     for key, (label, base) in WAYS[kind].items():
         rates, p99s = [r.rate for r in runs[key]], [r.p99 for r in runs[key]]
@@ -239,7 +252,7 @@ def report(kind: str, runs: Dict[str, List[Run]], command: str, rounds: int,
         f"### Remote database, {TITLES[kind]}: {delay * 1e3:g} ms each way through "
         f"benchmarks/latency_proxy.py, gunicorn gthread 2 workers × 4 threads, pools of 4 "
         f"(`{command}`; median of {rounds} interleaved rounds; ratios to wsgipool on the "
-        f"same driver)\n\n" + table(headers, rows) + "\n\n"
+        f"same driver)\n\n{calibration}\n\n" + table(headers, rows) + "\n\n"
         + _meaning(kind, runs, delay))
     targets = [Target(
         f"remote {TITLES[kind]}: wsgipool's round trips per request <= the fewest of a peer's",
@@ -259,11 +272,12 @@ def _meaning(kind: str, runs: Dict[str, List[Run]], delay: float) -> str:
         if key.startswith("wsgipool"):
             continue
         ratio = paired_ratio([r.rate for r in runs[key]], [r.rate for r in runs[base]])
-        said.append(f"{label} {trips[key] - trips[base]:+.2f} round trips, {ratio:.2f}×")
+        added = round(trips[key] - trips[base], 2) + 0.0  # no "-0.00"
+        said.append(f"{label} {added:+.2f} round trips, {ratio:.2f}×")
         if key == "dbutils" and ratio < 0.9:
-            said[-1] += (" (PooledDB pings on checkout and rolls back on return while "
-                         "holding its pool lock: a worker's requests queue behind each "
-                         "other's round trips)")
+            said[-1] += (" (PooledDB makes its round trips, the ping on checkout where "
+                         "the driver has one and the rollback on return, while holding "
+                         "its pool's lock: a worker's requests queue behind each other's)")
     return (f"What it means: at {2 * delay * 1e3:g} ms per round trip a request's time is "
             f"mostly its round trips, so a pool costs what it adds to them, not its own "
             f"microseconds. Against wsgipool on the same driver (round trips added per "
@@ -284,8 +298,9 @@ def run(quick: bool = False, rounds: Optional[int] = None, seconds: Optional[int
         for kind in WAYS:
             print(f"  remote {TITLES[kind]}...", file=sys.stderr, flush=True)
             prepare(kind)
+            calibration = calibrate(kind, delay)
             runs = measure(kind, seconds, rounds, warm, delay, keep_alive, logdir)
-            text, found = report(kind, runs, command, rounds, delay)
+            text, found = report(kind, runs, command, rounds, delay, calibration)
             sections.append(text)
             targets += found
     return Section("\n\n".join(sections), targets)
