@@ -13,8 +13,8 @@ read, whatever else is in flight: a reader and a writer thread per direction, so
 that arrives in several pieces is delayed once, not once per piece, and bandwidth is not
 throttled. A new connection waits one round trip (``2 × delay``) before it reaches the
 server, as a TCP handshake would. ``time.sleep`` overshoots by the kernel's timer slack
-and a thread's wake-up (about 0.08 ms here): the proxy measures that overshoot once and
-sleeps that much less, so a round trip costs ``2 × delay`` plus a few hundredths of a
+and a thread's wake-up (0.05-0.1 ms here): the proxy measures the least overshoot once
+and sleeps that much less, so a round trip costs ``2 × delay`` plus about a tenth of a
 millisecond. ``python -m benchmarks.latency_proxy`` measures it, direct and through the
 proxy.
 
@@ -201,15 +201,18 @@ _overshoot: Dict[float, float] = {}
 
 
 def sleep_overshoot(delay: float, samples: int = 25) -> float:
-    """Median seconds by which ``time.sleep(delay)`` oversleeps here (measured once)."""
+    """The least ``time.sleep(delay)`` oversleeps here, in seconds (measured once).
+
+    The least, not the median: a busy machine only adds to it, so waking this much
+    early never delivers a chunk before it is due, however loaded the machine was
+    when it was measured."""
     if delay not in _overshoot:
         late = []
         for _ in range(samples):
             started = time.monotonic()
             time.sleep(delay)
             late.append(time.monotonic() - started - delay)
-        late.sort()
-        _overshoot[delay] = max(0.0, min(late[len(late) // 2], delay / 2))
+        _overshoot[delay] = max(0.0, min(min(late), delay / 5))
     return _overshoot[delay]
 
 

@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from readme import snippet
 from conftest import MYSQL_URL, POSTGRESQL_URL, REQUIRE_SERVERS, server_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,3 +232,17 @@ def test_close_ends_the_sessions(proxy):
         admin.close()
         conn.close()
     assert alive == 0, f"{kind} session {session} outlived the proxy"
+
+
+def test_the_docs_snippet_counts_a_checkout_as_the_handler_needs(pg_proxy, capsys):
+    """docs/remote.rst: through the proxy, a wsgipool request reading one row makes 3
+    round trips on psycopg2 (BEGIN, SELECT, the pool's ROLLBACK) and nothing more."""
+    url = parse_url(POSTGRESQL_URL)
+    code = (snippet("remote-round-trips")
+            .replace('("127.0.0.1", 5432)', repr((url.host, url.port or 5432)))
+            .replace("postgresql://postgres@127.0.0.1:5432/test", POSTGRESQL_URL))
+    namespace = {}
+    exec(code, namespace)
+    assert namespace["sent"] == {"BEGIN": 1, "SELECT": 1, "ROLLBACK": 1}
+    assert capsys.readouterr().out == (
+        "3 round trips: {'BEGIN': 1, 'SELECT': 1, 'ROLLBACK': 1}\n")
