@@ -415,7 +415,7 @@ def main() -> None:
     import argparse
     import statistics
 
-    from benchmarks.common import TITLES, URLS, connect_args, driver_module
+    from benchmarks.common import TITLES, connect_args, driver_module
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latency_proxy")
     parser.add_argument("--delay", type=float, default=0.0005, help="seconds, each way")

@@ -177,8 +177,8 @@ def measure(kind: str, seconds: int, rounds: int, warm: int, delay: float, keep_
                 # the proxy's counts first: the server's counter only moves later
                 after = proxies[key].counts()
                 asked = questions.read() - asked - 1 if questions else None  # - our SHOW
-                by = {word: after["by_statement"].get(word, 0) - before["by_statement"].get(word, 0)
-                      for word in after["by_statement"]}
+                was = before["by_statement"]
+                by = {word: n - was.get(word, 0) for word, n in after["by_statement"].items()}
                 by["COM_PING"] = (after["messages"].get("COM_PING", 0)
                                   - before["messages"].get("COM_PING", 0))
                 chunks = after["chunks"] - before["chunks"]

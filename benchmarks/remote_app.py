@@ -71,7 +71,8 @@ def wsgipool_app(url):
 def sqlalchemy_app(pre_ping):
     from sqlalchemy import create_engine
 
-    engine = create_engine(_with_scheme("postgresql+psycopg2" if POSTGRESQL else "mysql+mysqldb"), pool_size=SIZE, max_overflow=0,
+    scheme = "postgresql+psycopg2" if POSTGRESQL else "mysql+mysqldb"
+    engine = create_engine(_with_scheme(scheme), pool_size=SIZE, max_overflow=0,
                            pool_pre_ping=pre_ping)
 
     def app(environ, start_response):

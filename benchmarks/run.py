@@ -1,12 +1,13 @@
 """wsgipool against its peers, on the real servers; the report goes to benchmarks/results/latest.md.
 
-    python -m benchmarks [--quick] [--only cycle,middleware,contention,e2e,servers]
+    python -m benchmarks [--quick] [--only cycle,middleware,contention,e2e,servers,remote]
     python benchmarks/run.py ...
 
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
 and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi), ``remote``
-(the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py). The report starts with the machine and versions, then every target of the
+(the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py).
+The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
 
