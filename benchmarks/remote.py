@@ -9,7 +9,8 @@ also counts every statement and round trip the app's connections send: exact, an
 contender, whatever else runs on the database server.
 
 The app is ``remote_app.py``: one handler reading one row by primary key, with each pool
-set up as its users do (see there). PostgreSQL (psycopg2; psycopg 3 for psycopg_pool, with
+set up as its users do (see there), and wsgipool a second time with ``pre_ping=True``,
+the check the peers' pings make. PostgreSQL (psycopg2; psycopg 3 for psycopg_pool, with
 wsgipool on psycopg 3 beside it) and MariaDB (mysqlclient). Every server runs gunicorn
 gthread, 2 workers × 4 threads, pools of 4, ``--no-control-socket``, its log in a file;
 wrk drives it with 8 connections, as the end-to-end section does. The servers of one
@@ -43,6 +44,7 @@ ROW = "a row from 1 ms away"
 WAYS = {
     "postgresql": {
         "wsgipool": ("wsgipool (PoolMiddleware), psycopg2", "wsgipool"),
+        "wsgipool-ping": ("wsgipool, pre_ping=True", "wsgipool"),
         "sqlalchemy": ("SQLAlchemy QueuePool, psycopg2", "wsgipool"),
         "sqlalchemy-ping": ("SQLAlchemy QueuePool, pool_pre_ping=True", "wsgipool"),
         "dbutils": ("DBUtils PooledDB, psycopg2", "wsgipool"),
@@ -52,6 +54,7 @@ WAYS = {
     },
     "mysql": {
         "wsgipool": ("wsgipool (PoolMiddleware), mysqlclient", "wsgipool"),
+        "wsgipool-ping": ("wsgipool, pre_ping=True", "wsgipool"),
         "sqlalchemy": ("SQLAlchemy QueuePool, mysqlclient", "wsgipool"),
         "sqlalchemy-ping": ("SQLAlchemy QueuePool, pool_pre_ping=True", "wsgipool"),
         "dbutils": ("DBUtils PooledDB, mysqlclient", "wsgipool"),
@@ -222,7 +225,9 @@ def calibrate(kind: str, delay: float, n: int = 300) -> str:
         through = statistics.median(round_trips(
             lambda: module.connect(**dict(args, host=proxy.host, port=proxy.port)), n)) * 1e3
     return (f"`SELECT 1` round trip, median of {n} on one connection: direct {direct:.3f} ms, "
-            f"through the proxy {through:.3f} ms (+{through - direct:.3f} ms).")
+            f"through the proxy {through:.3f} ms (+{through - direct:.3f} ms). Load average "
+            f"at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the proxy "
+            f"lag column shows when the machine was too busy to keep the delay).")
 
 
 def report(kind: str, runs: Dict[str, List[Run]], command: str, rounds: int,
@@ -269,7 +274,7 @@ def _meaning(kind: str, runs: Dict[str, List[Run]], delay: float) -> str:
     trips = {key: _per_request(runs[key], "round_trips") for key in WAYS[kind]}
     said = []
     for key, (label, base) in WAYS[kind].items():
-        if key.startswith("wsgipool"):
+        if key == base:
             continue
         ratio = paired_ratio([r.rate for r in runs[key]], [r.rate for r in runs[base]])
         added = round(trips[key] - trips[base], 2) + 0.0  # no "-0.00"

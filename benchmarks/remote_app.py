@@ -7,6 +7,8 @@ mysqlclient; psycopg 3 for psycopg_pool, and for wsgipool beside it) and leaves 
 transaction it opened to the pool, as a read-only handler commonly does:
 
 - ``wsgipool``: ``PoolMiddleware(app, url, max_size=4)``, the documented way;
+  ``wsgipool-ping``: the same with ``pre_ping=True`` (a check on every checkout, as the
+  peers' pings below);
 - ``sqlalchemy``: ``create_engine(url, pool_size=4, max_overflow=0)`` (QueuePool, its
   default ``reset_on_return="rollback"``), the DB-API connection from
   ``engine.raw_connection()``; ``sqlalchemy-ping``: the same with ``pool_pre_ping=True``,
@@ -60,12 +62,12 @@ def _with_scheme(scheme):
     return scheme + "://" + URL.split("://", 1)[1]
 
 
-def wsgipool_app(url):
+def wsgipool_app(url, **options):
     from wsgipool import PoolMiddleware
 
     def handler(environ, start_response):
         return respond(start_response, read_row(environ["db.conn"]))
-    return PoolMiddleware(handler, url, max_size=SIZE)
+    return PoolMiddleware(handler, url, max_size=SIZE, **options)
 
 
 def sqlalchemy_app(pre_ping):
@@ -121,6 +123,8 @@ def psycopg_pool_app(check):
 
 if WAY == "wsgipool":
     app = wsgipool_app(URL)
+elif WAY == "wsgipool-ping":
+    app = wsgipool_app(URL, pre_ping=True)
 elif WAY == "wsgipool-psycopg3":
     app = wsgipool_app(_with_scheme("postgresql+psycopg"))
 elif WAY == "sqlalchemy":
