@@ -177,8 +177,7 @@ def measure(kind: str, seconds: int, rounds: int, warm: int, delay: float, keep_
                 before = proxies[key].counts()
                 asked = questions.read() if questions else None
                 rate, p99, requests, errors = wrk(server.url, seconds, keep_alive)
-                # the proxy's counts first: the server's counter only moves later
-                after = proxies[key].counts()
+                after = proxies[key].counts()  # then the server's: all it saw has arrived
                 asked = questions.read() - asked - 1 if questions else None  # - our SHOW
                 was = before["by_statement"]
                 by = {word: n - was.get(word, 0) for word, n in after["by_statement"].items()}
@@ -253,6 +252,9 @@ def report(kind: str, runs: Dict[str, List[Run]], command: str, rounds: int,
     ours = _per_request(runs["wsgipool"], "round_trips")
     fewest = min(_per_request(runs[key], "round_trips") for key in WAYS[kind]
                  if not key.startswith("wsgipool"))
+    if any(not _per_request(runs[key], "statements") for key in WAYS[kind]):
+        rows.append(["(statements not counted: the proxy cannot read encrypted traffic; "
+                     "add sslmode=disable to the database URL)"] + [""] * (len(headers) - 1))
     text = (
         f"### Remote database, {TITLES[kind]}: {delay * 1e3:g} ms each way through "
         f"benchmarks/latency_proxy.py, gunicorn gthread 2 workers × 4 threads, pools of 4 "
