@@ -15,8 +15,8 @@ once per process:
 * psycopg 3 imported before gevent patched the process (a ``gunicorn.conf.py`` that
   calls ``configure()``, an app preloaded in the master): psycopg chose its blocking C
   wait then; ``psycopg.waiting`` is reloaded so that it chooses again;
-* mysqlclient, and psycopg2 left blocking, psycopg 3 under eventlet: a warning naming
-  the drivers that cooperate.
+* mysqlclient, psycopg2 left blocking, and psycopg 3 under eventlet (unless
+  ``PSYCOPG_WAIT_FUNC=wait_select``): a warning naming what cooperates.
 
 PyMySQL talks through Python's (patched) sockets and needs nothing. Nothing here imports
 gevent or eventlet unless the process has already imported and applied them.
@@ -67,8 +67,8 @@ def cooperate(module: str) -> None:
     library = green()
     if library is None:
         return  # not patched (yet): asked again at the next connect
-    _done[module] = os.getpid()
     _ACTIONS[module](library)
+    _done[module] = os.getpid()
 
 
 def _psycopg2(library: str) -> None:
@@ -78,7 +78,8 @@ def _psycopg2(library: str) -> None:
     if getattr(current, "wsgipool", False):
         return  # ours, inherited from a parent process patched before the fork
     if current is not None:
-        log.info("psycopg2 already has a wait callback (%s): left as it is",
+        log.info("psycopg2 already has a wait callback (%s.%s): left as it is",
+                 getattr(current, "__module__", "?"),
                  getattr(current, "__qualname__", current))
         return
     if not _switch_on():
@@ -159,13 +160,18 @@ def _connect_deadline(conn: Any) -> Optional[float]:
 
 
 def _psycopg(library: str) -> None:
-    if library == "eventlet":
-        # psycopg 3 makes only gevent cooperate: under eventlet it waits in C.
-        _blocks("psycopg 3", library, "psycopg 3 cooperates with gevent only",
-                "psycopg2 (postgresql://, with wsgipool's wait callback) or PyMySQL")
-        return
     waiting = sys.modules.get("psycopg.waiting")
-    if waiting is None or waiting.DefaultSelector is selectors.DefaultSelector:
+    if waiting is None:
+        return
+    if library == "eventlet":
+        # psycopg 3 chooses a cooperative wait for gevent only; told to use select(),
+        # which eventlet patches, it cooperates.
+        if waiting.wait is getattr(waiting, "wait_c", None):
+            _blocks("psycopg 3", library, "its C wait function",
+                    "PSYCOPG_WAIT_FUNC=wait_select in the server's environment (psycopg "
+                    "reads it when imported), or psycopg2 (postgresql://)")
+        return
+    if waiting.DefaultSelector is selectors.DefaultSelector:
         return  # imported after the patching: psycopg chose to wait through the hub
     # Imported before: psycopg chose its C wait and kept the unpatched selector, both of
     # which block the hub. Its module-level choice, made again, picks the patched ones.

@@ -1,0 +1,297 @@
+"""gevent (and eventlet): every driver either waits through the hub or says at boot that
+it cannot (wsgipool.cooperative).
+
+Real ``gunicorn -k gevent`` workers (one worker, a pool of 4) serve a handler that sleeps
+0.2 s in the database; four requests arrive at once, and the test counts on the server
+how many of those sleeps run at the same moment: 4 when the driver cooperates, 1 when it
+blocks the hub. One gunicorn per case, started once for the module's tests of it.
+"""
+
+import importlib.util
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import MySQLdb
+import psycopg2
+import pytest
+
+from servers import ROOT, Gunicorn, get
+
+APPS = os.path.join(ROOT, "tests", "gunicorn_apps")
+CONFIG = os.path.join(APPS, "gunicorn_test.conf.py")
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+MY = "mysql://root@127.0.0.1:3306/test"
+MAX_SIZE = 4
+CALLBACK_LINE = "psycopg2 waits through gevent's hub"
+BLOCKS = re.compile(r"\[WARNING\] (\S+) blocks gevent's hub in pid (\d+)")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("gevent") is None,
+                       reason="gevent is not installed (pip install gevent)"),
+]
+
+# Each case: the URL (before its marker), the worker class, and extra environment.
+CASES = {
+    "psycopg2": (PG, "gevent", {}),
+    "psycopg2-off": (PG, "gevent", {"WSGIPOOL_PSYCOPG2_WAIT_CALLBACK": "off"}),
+    "psycopg": (PG.replace("postgresql:", "postgresql+psycopg:"), "gevent", {}),
+    "mysqlclient": (MY, "gevent", {}),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def served(request, tmp_path_factory):
+    """(case, server, marker): one gunicorn master with one worker for the case."""
+    url, worker_class, extra = CASES[request.param]
+    marker = f"gevent_coop_{uuid.uuid4().hex[:12]}"
+    if url.startswith("postgresql"):
+        url = f"{url}?application_name={marker}"
+    env = dict(DATABASE_URL=url, WORKER_CLASS=worker_class, WORKERS="1",
+               POOL_MAX_SIZE=str(MAX_SIZE), COOP_MARKER=marker, **extra)
+    log_path = tmp_path_factory.mktemp("coop") / f"{request.param}.log"
+    server = Gunicorn("cooperative_app:app", "-c", CONFIG, cwd=APPS, env=env,
+                      log_path=str(log_path))
+    try:
+        server.wait_ready()
+        _wait_for(lambda: "opens at most" in server.log(), server)
+        yield request.param, server, marker
+    finally:
+        server.stop(timeout=15)
+
+
+def _wait_for(condition, server, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting: {server.log()[-3000:]}")
+
+
+class Sampler:
+    """Counts, every few ms from a thread of its own, the marked sleeps running now."""
+
+    def __init__(self, case, marker):
+        if case == "mysqlclient":
+            self.conn = MySQLdb.connect(host="127.0.0.1", user="root", db="test",
+                                        autocommit=True)
+            self.query = ("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                          "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()")
+            self.args = (f"%{marker}%",)
+        else:
+            self.conn = psycopg2.connect(PG)
+            self.conn.autocommit = True
+            self.query = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                          " AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'")
+            self.args = (marker,)
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        cursor = self.conn.cursor()
+        while not self._stop.is_set():
+            cursor.execute(self.query, self.args)
+            self.most = max(self.most, cursor.fetchone()[0])
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(5)
+        assert not self._thread.is_alive()
+        self.conn.close()
+
+
+def four_at_once(server, case, marker):
+    """Send 4 requests at once; how many sleeps the server ran together at most."""
+    with Sampler(case, marker) as sampler, ThreadPoolExecutor(MAX_SIZE) as executor:
+        answers = list(executor.map(lambda _: get(server.url + "/sleep", timeout=15),
+                                    range(MAX_SIZE)))
+    assert [status for status, _ in answers] == [200] * MAX_SIZE, answers
+    assert len({body for _, body in answers}) == 1  # one worker served them all
+    return sampler.most
+
+
+#: How many of the 4 sleeps run together: the driver waits through the hub, or blocks it.
+EXPECTED_CONCURRENCY = {"psycopg2": 4, "psycopg2-off": 1, "psycopg": 4, "mysqlclient": 1}
+
+
+def test_concurrent_queries_in_one_gevent_worker(served):
+    case, server, marker = served
+    assert four_at_once(server, case, marker) == EXPECTED_CONCURRENCY[case], server.log()
+
+
+def test_boot_says_what_the_driver_does(served):
+    """A line once per worker at boot (before any request): the callback installed,
+    psycopg 3's wait chosen again, or a warning naming what cooperates."""
+    case, server, _ = served
+    log = server.log()
+    boot = log[:log.index("opens at most")]
+    boot += log[len(boot):].split("GET /", 1)[0]  # up to the first request's own lines
+    blocks = BLOCKS.findall(log)
+    if case == "psycopg2":
+        assert log.count(CALLBACK_LINE) == 1 and CALLBACK_LINE in boot, log
+        assert blocks == [], log
+        assert get(server.url + "/callback")[1] == b"'wsgipool.cooperative'"
+    elif case == "psycopg":
+        # gunicorn.conf.py's configure() imported psycopg in the master, unpatched.
+        assert log.count("psycopg.waiting reloaded") == 1, log
+        assert blocks == [], log
+    elif case == "psycopg2-off":
+        assert CALLBACK_LINE not in log, log
+        assert [driver for driver, _ in blocks] == ["psycopg2"], log
+        assert "use psycopg 3 (postgresql+psycopg://)" in log and "psycogreen" in log
+        assert get(server.url + "/callback")[1] == b"None"
+    else:
+        assert [driver for driver, _ in blocks] == ["mysqlclient"], log
+        assert "blocks gevent's hub" in boot and "use PyMySQL (mysql+pymysql://)" in log
+
+
+# -- in-process: a plain process, and what changes for psycopg2 in green mode -----------
+
+
+def test_a_process_not_patched_gets_no_callback_and_no_warning(caplog):
+    from psycopg2 import extensions
+
+    from wsgipool import Pool
+    from wsgipool.cooperative import green
+
+    assert green() is None
+    caplog.set_level(logging.DEBUG, logger="wsgipool")
+    for url in (PG, PG.replace("postgresql:", "postgresql+psycopg:"), MY):
+        with Pool(url, max_size=1) as pool, pool.connection() as conn:
+            conn.cursor().execute("SELECT 1")
+    assert extensions.get_wait_callback() is None
+    assert [r for r in caplog.records if r.name == "wsgipool.cooperative"] == []
+
+
+# Run in a process of its own, patched by gevent: what the wait callback changes.
+GREEN_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, io, json, socket, sys, time
+import psycopg2
+from wsgipool import Pool
+out = {}
+pool = Pool(sys.argv[1], max_size=2, timeout=3)
+# COPY cannot run with a wait callback: psycopg2 refuses, the connection stays usable.
+with pool.connection() as conn:
+    try:
+        conn.cursor().copy_expert("COPY (SELECT 1) TO STDOUT", io.StringIO())
+    except psycopg2.ProgrammingError as exc:
+        out["copy"] = str(exc)
+    cur = conn.cursor(); cur.execute("SELECT pg_backend_pid()"); first = cur.fetchone()[0]
+# A gevent.Timeout inside a query: psycopg2 closes that connection; the pool discards it.
+try:
+    with gevent.Timeout(0.2):
+        with pool.connection() as conn:
+            conn.cursor().execute("SELECT pg_sleep(2)")
+except gevent.Timeout:
+    out["timeout_closed"] = conn.closed
+with pool.connection() as conn:
+    cur = conn.cursor(); cur.execute("SELECT pg_backend_pid()"); out["after"] = cur.fetchone()[0]
+out["first"] = first
+stats = pool.stats()
+out.update(size=stats["size"], in_use=stats["in_use"], reasons=stats["discard_reasons"])
+# A server that accepts and never answers: the connect ends after connect_timeout
+# (libpq ignores it once psycopg2 connects through a wait callback).
+silent = socket.socket(); silent.bind(("127.0.0.1", 0)); silent.listen(8)
+stuck = Pool(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/test?sslmode=disable",
+             timeout=2)
+started = time.monotonic()
+try:
+    stuck.checkout()
+except Exception as exc:
+    out["connect_error"] = str(exc)
+out["connect_seconds"] = time.monotonic() - started
+print(json.dumps(out))
+"""
+
+
+def test_green_psycopg2_copy_timeout_and_connect_bound():
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", GREEN_SCRIPT, PG], cwd=ROOT, capture_output=True, text=True,
+        timeout=30, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert "cannot be used with an asynchronous callback" in out["copy"]
+    # psycopg2 closes a connection whose wait was interrupted; the pool discards it (as
+    # broken: the timeout struck the handler, not a round trip of the pool's) and is whole.
+    assert out["timeout_closed"] and out["reasons"]["broken"] == 1, out
+    assert (out["size"], out["in_use"]) == (1, 0) and out["after"] != out["first"], out
+    assert "timeout expired" in out["connect_error"], out
+    assert 1.5 < out["connect_seconds"] < 6, out
+
+
+# -- eventlet: no gunicorn worker for it any more (gunicorn 23+), so a script ----------
+
+EVENTLET_SCRIPT = r"""
+import eventlet; eventlet.monkey_patch(psycopg=sys_psycopg)
+import json, sys, time
+import psycopg2.extensions
+from wsgipool import Pool
+pool = Pool(sys.argv[1], max_size=4, timeout=5)
+def sleep(_):
+    with pool.connection() as conn:
+        conn.cursor().execute("SELECT pg_sleep(0.3)")
+pile = eventlet.GreenPool(4)
+list(pile.imap(sleep, range(4)))
+print(json.dumps({"callback": psycopg2.extensions.get_wait_callback().__module__}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("eventlet") is None,
+                    reason="eventlet is not installed (pip install eventlet)")
+@pytest.mark.parametrize("eventlets_own", [False, True], ids=["ours", "eventlets"])
+def test_eventlet_psycopg2_runs_queries_together(eventlets_own):
+    """eventlet patches psycopg2 itself unless told not to; either way 4 sleeps overlap."""
+    import json
+
+    marker = f"gevent_coop_{uuid.uuid4().hex[:12]}"
+    script = EVENTLET_SCRIPT.replace("sys_psycopg", str(eventlets_own))
+    process = subprocess.Popen(
+        [sys.executable, "-W", "ignore", "-c", script, f"{PG}?application_name={marker}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    with Sampler("psycopg2", marker) as sampler:
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+    assert process.returncode == 0, stderr
+    expected = "eventlet.support.psycopg2_patcher" if eventlets_own else "wsgipool.cooperative"
+    assert json.loads(stdout)["callback"] == expected
+    assert sampler.most == 4
+
+
+def test_a_bad_switch_value_is_refused_by_name(monkeypatch):
+    """``WSGIPOOL_PSYCOPG2_WAIT_CALLBACK`` accepts on/off words only; the connect says so."""
+    from psycopg2 import extensions
+
+    from wsgipool import ConnectError, Pool, cooperative
+
+    monkeypatch.setattr(cooperative, "green", lambda: "gevent")  # as if patched
+    monkeypatch.setenv(cooperative.PSYCOPG2_SWITCH, "maybe")
+    with Pool(PG, max_size=1) as pool:
+        with pytest.raises(ConnectError) as raised:
+            pool.checkout()
+        assert ("WSGIPOOL_PSYCOPG2_WAIT_CALLBACK must be on or off (or 1/0, true/false, "
+                "yes/no), not 'maybe'") in str(raised.value)
+        assert pool.stats()["size"] == 0
+    assert extensions.get_wait_callback() is None
