@@ -11,7 +11,6 @@ import importlib.util
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -181,7 +180,7 @@ def test_a_process_not_patched_gets_no_callback_and_no_warning(caplog):
 # Run in a process of its own, patched by gevent: what the wait callback changes.
 GREEN_SCRIPT = r"""
 from gevent import monkey; monkey.patch_all()
-import gevent, io, json, socket, sys, time
+import gevent, io, json, sys, time
 import psycopg2
 from wsgipool import Pool
 out = {}
@@ -192,7 +191,7 @@ with pool.connection() as conn:
         conn.cursor().copy_expert("COPY (SELECT 1) TO STDOUT", io.StringIO())
     except psycopg2.ProgrammingError as exc:
         out["copy"] = str(exc)
-    cur = conn.cursor(); cur.execute("SELECT pg_backend_pid()"); first = cur.fetchone()[0]
+    cur = conn.cursor(); cur.execute("SELECT pg_backend_pid()"); out["first"] = cur.fetchone()[0]
 # A gevent.Timeout inside a query: psycopg2 closes that connection; the pool discards it.
 try:
     with gevent.Timeout(0.2):
@@ -202,69 +201,82 @@ except gevent.Timeout:
     out["timeout_closed"] = conn.closed
 with pool.connection() as conn:
     cur = conn.cursor(); cur.execute("SELECT pg_backend_pid()"); out["after"] = cur.fetchone()[0]
-out["first"] = first
 stats = pool.stats()
 out.update(size=stats["size"], in_use=stats["in_use"], reasons=stats["discard_reasons"])
-# A server that accepts and never answers: the connect ends after connect_timeout
-# (libpq ignores it once psycopg2 connects through a wait callback).
-silent = socket.socket(); silent.bind(("127.0.0.1", 0)); silent.listen(8)
-stuck = Pool(f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/test?sslmode=disable",
-             timeout=2)
+# Through a proxy that the test then stalls: the watchdog cuts the ping after timeout=1,
+# and the new connect gives up after connect_timeout (2 s), which libpq ignores once
+# psycopg2 connects through a wait callback.
+stalled = Pool(sys.argv[2], max_size=1, timeout=1, pre_ping=True)
+with stalled.connection():
+    pass
+print("ready", flush=True)
+sys.stdin.readline()
 started = time.monotonic()
 try:
-    stuck.checkout()
+    stalled.checkout()
 except Exception as exc:
     out["connect_error"] = str(exc)
-out["connect_seconds"] = time.monotonic() - started
+out["stalled_seconds"] = time.monotonic() - started
+out["stalled_reasons"] = stalled.stats()["discard_reasons"]
 print(json.dumps(out))
 """
 
 
-def test_green_psycopg2_copy_timeout_and_connect_bound():
+def test_green_psycopg2_copy_timeout_watchdog_and_connect_bound():
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-c", GREEN_SCRIPT, PG], cwd=ROOT, capture_output=True, text=True,
-        timeout=30, env=dict(os.environ, PYTHONPATH=ROOT))
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    from stall_proxy import StallProxy
+
+    with StallProxy(("127.0.0.1", 5432)) as proxy:
+        process = subprocess.Popen(
+            [sys.executable, "-c", GREEN_SCRIPT, PG, proxy.url_for(PG)], cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        try:
+            assert process.stdout.readline() == "ready\n", process.communicate(timeout=10)
+            proxy.stall()
+            stdout, stderr = process.communicate("go\n", timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+    assert process.returncode == 0, stderr
+    out = json.loads(stdout)
     assert "cannot be used with an asynchronous callback" in out["copy"]
     # psycopg2 closes a connection whose wait was interrupted; the pool discards it (as
     # broken: the timeout struck the handler, not a round trip of the pool's) and is whole.
     assert out["timeout_closed"] and out["reasons"]["broken"] == 1, out
     assert (out["size"], out["in_use"]) == (1, 0) and out["after"] != out["first"], out
+    assert out["stalled_reasons"]["unresponsive"] == 1, out
     assert "timeout expired" in out["connect_error"], out
-    assert 1.5 < out["connect_seconds"] < 6, out
+    assert 2.5 < out["stalled_seconds"] < 8, out  # 1 s ping + 2 s connect, not for ever
 
 
 # -- eventlet: no gunicorn worker for it any more (gunicorn 23+), so a script ----------
 
 EVENTLET_SCRIPT = r"""
-import eventlet; eventlet.monkey_patch(psycopg=sys_psycopg)
-import json, sys, time
+import eventlet; eventlet.monkey_patch(psycopg=False)  # else eventlet sets its own callback
+import json, sys
 import psycopg2.extensions
 from wsgipool import Pool
 pool = Pool(sys.argv[1], max_size=4, timeout=5)
 def sleep(_):
     with pool.connection() as conn:
-        conn.cursor().execute("SELECT pg_sleep(0.3)")
-pile = eventlet.GreenPool(4)
-list(pile.imap(sleep, range(4)))
+        conn.cursor().execute("SELECT pg_sleep(0.2)")
+list(eventlet.GreenPool(4).imap(sleep, range(4)))
 print(json.dumps({"callback": psycopg2.extensions.get_wait_callback().__module__}))
 """
 
 
 @pytest.mark.skipif(importlib.util.find_spec("eventlet") is None,
                     reason="eventlet is not installed (pip install eventlet)")
-@pytest.mark.parametrize("eventlets_own", [False, True], ids=["ours", "eventlets"])
-def test_eventlet_psycopg2_runs_queries_together(eventlets_own):
-    """eventlet patches psycopg2 itself unless told not to; either way 4 sleeps overlap."""
+def test_eventlet_psycopg2_runs_queries_together():
     import json
 
     marker = f"gevent_coop_{uuid.uuid4().hex[:12]}"
-    script = EVENTLET_SCRIPT.replace("sys_psycopg", str(eventlets_own))
     process = subprocess.Popen(
-        [sys.executable, "-W", "ignore", "-c", script, f"{PG}?application_name={marker}"],
+        [sys.executable, "-W", "ignore", "-c", EVENTLET_SCRIPT,
+         f"{PG}?application_name={marker}"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=ROOT))
     with Sampler("psycopg2", marker) as sampler:
@@ -275,9 +287,34 @@ def test_eventlet_psycopg2_runs_queries_together(eventlets_own):
                 process.kill()
                 process.wait(5)
     assert process.returncode == 0, stderr
-    expected = "eventlet.support.psycopg2_patcher" if eventlets_own else "wsgipool.cooperative"
-    assert json.loads(stdout)["callback"] == expected
+    assert json.loads(stdout)["callback"] == "wsgipool.cooperative"
     assert sampler.most == 4
+
+
+def test_a_callback_already_set_is_never_replaced(monkeypatch, caplog):
+    """psycogreen's, eventlet's (``monkey_patch()`` sets one) or the app's own stays."""
+    from psycopg2 import extensions
+    from psycopg2.extras import wait_select
+
+    from wsgipool import Pool, cooperative
+
+    def theirs(conn):
+        wait_select(conn)
+
+    monkeypatch.setattr(cooperative, "green", lambda: "gevent")  # as if patched
+    monkeypatch.setattr(cooperative, "_done", {})  # and not yet seen in this process
+    caplog.set_level(logging.INFO, logger="wsgipool.cooperative")
+    extensions.set_wait_callback(theirs)
+    try:
+        with Pool(PG, max_size=1) as pool, pool.connection() as conn:
+            conn.cursor().execute("SELECT 1")
+        assert extensions.get_wait_callback() is theirs
+    finally:
+        extensions.set_wait_callback(None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "psycopg2 already has a wait callback "
+        "(test_cooperative.test_a_callback_already_set_is_never_replaced.<locals>.theirs): "
+        "left as it is"]
 
 
 def test_a_bad_switch_value_is_refused_by_name(monkeypatch):
@@ -287,6 +324,7 @@ def test_a_bad_switch_value_is_refused_by_name(monkeypatch):
     from wsgipool import ConnectError, Pool, cooperative
 
     monkeypatch.setattr(cooperative, "green", lambda: "gevent")  # as if patched
+    monkeypatch.setattr(cooperative, "_done", {})  # and not yet seen in this process
     monkeypatch.setenv(cooperative.PSYCOPG2_SWITCH, "maybe")
     with Pool(PG, max_size=1) as pool:
         with pytest.raises(ConnectError) as raised:
