@@ -22,6 +22,7 @@ import MySQLdb
 import psycopg2
 import pytest
 
+from readme import snippet
 from servers import ROOT, Gunicorn, get
 
 APPS = os.path.join(ROOT, "tests", "gunicorn_apps")
@@ -56,9 +57,13 @@ def served(request, tmp_path_factory):
         url = f"{url}?application_name={marker}"
     env = dict(DATABASE_URL=url, WORKER_CLASS=worker_class, WORKERS="1",
                POOL_MAX_SIZE=str(MAX_SIZE), COOP_MARKER=marker, **extra)
-    log_path = tmp_path_factory.mktemp("coop") / f"{request.param}.log"
-    server = Gunicorn("cooperative_app:app", "-c", CONFIG, cwd=APPS, env=env,
-                      log_path=str(log_path))
+    folder = tmp_path_factory.mktemp("coop")
+    config = CONFIG
+    if request.param == "psycopg2":  # docs/gevent.rst's config, as users copy it
+        config = folder / "gunicorn.conf.py"
+        config.write_text(snippet("gevent-gunicorn-conf"))
+    server = Gunicorn("cooperative_app:app", "-c", str(config), cwd=APPS, env=env,
+                      log_path=str(folder / f"{request.param}.log"))
     try:
         server.wait_ready()
         _wait_for(lambda: "opens at most" in server.log(), server)
