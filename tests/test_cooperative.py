@@ -10,7 +10,6 @@ blocks the hub. One gunicorn per case, started once for the module's tests of it
 import importlib.util
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -30,8 +29,6 @@ CONFIG = os.path.join(APPS, "gunicorn_test.conf.py")
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MY = "mysql://root@127.0.0.1:3306/test"
 MAX_SIZE = 4
-CALLBACK_LINE = "psycopg2 waits through gevent's hub"
-BLOCKS = re.compile(r"\[WARNING\] (\S+) blocks gevent's hub in pid (\d+)")
 
 pytestmark = [
     pytest.mark.slow,
@@ -129,6 +126,38 @@ def four_at_once(server, case, marker):
     return sampler.most
 
 
+#: The line each case's worker logs once, at boot, under wsgipool.cooperative.
+BOOT_LINES = {
+    "psycopg2": "[INFO] psycopg2 waits through gevent's hub in pid",
+    # gunicorn.conf.py's configure() imported psycopg in the master, unpatched.
+    "psycopg": "[INFO] psycopg was imported before gevent patched pid",
+    "psycopg2-off": "[WARNING] psycopg2 blocks gevent's hub in pid",
+    "mysqlclient": "[WARNING] mysqlclient blocks gevent's hub in pid",
+}
+ALTERNATIVES = {
+    "psycopg2-off": "use psycopg 3 (postgresql+psycopg://), or psycopg2 with its wait "
+                    "callback (unset WSGIPOOL_PSYCOPG2_WAIT_CALLBACK, or install psycogreen's)",
+    "mysqlclient": "use PyMySQL (mysql+pymysql://)",
+}
+
+
+def test_boot_says_what_the_driver_does(served):
+    """Before any request: one line, from the boot check's connect in post_worker_init
+    (the callback installed, psycopg 3's wait chosen again, or a warning naming what
+    cooperates). Runs first for each case: no request has been sent yet."""
+    case, server, _ = served
+    _wait_for(lambda: BOOT_LINES[case] in server.log(), server, timeout=10)
+    log = server.log()
+    assert [line for line in log.splitlines() if "gevent's hub" in line or
+            "psycopg.waiting" in line] == [line for line in log.splitlines()
+                                           if BOOT_LINES[case] in line], log
+    if case in ALTERNATIVES:
+        assert ALTERNATIVES[case] in log
+    if case.startswith("psycopg2"):
+        callback = get(server.url + "/callback")[1]
+        assert callback == (b"'wsgipool.cooperative'" if case == "psycopg2" else b"None")
+
+
 #: How many of the 4 sleeps run together: the driver waits through the hub, or blocks it.
 EXPECTED_CONCURRENCY = {"psycopg2": 4, "psycopg2-off": 1, "psycopg": 4, "mysqlclient": 1}
 
@@ -136,32 +165,7 @@ EXPECTED_CONCURRENCY = {"psycopg2": 4, "psycopg2-off": 1, "psycopg": 4, "mysqlcl
 def test_concurrent_queries_in_one_gevent_worker(served):
     case, server, marker = served
     assert four_at_once(server, case, marker) == EXPECTED_CONCURRENCY[case], server.log()
-
-
-def test_boot_says_what_the_driver_does(served):
-    """A line once per worker at boot (before any request): the callback installed,
-    psycopg 3's wait chosen again, or a warning naming what cooperates."""
-    case, server, _ = served
-    log = server.log()
-    boot = log[:log.index("opens at most")]
-    boot += log[len(boot):].split("GET /", 1)[0]  # up to the first request's own lines
-    blocks = BLOCKS.findall(log)
-    if case == "psycopg2":
-        assert log.count(CALLBACK_LINE) == 1 and CALLBACK_LINE in boot, log
-        assert blocks == [], log
-        assert get(server.url + "/callback")[1] == b"'wsgipool.cooperative'"
-    elif case == "psycopg":
-        # gunicorn.conf.py's configure() imported psycopg in the master, unpatched.
-        assert log.count("psycopg.waiting reloaded") == 1, log
-        assert blocks == [], log
-    elif case == "psycopg2-off":
-        assert CALLBACK_LINE not in log, log
-        assert [driver for driver, _ in blocks] == ["psycopg2"], log
-        assert "use psycopg 3 (postgresql+psycopg://)" in log and "psycogreen" in log
-        assert get(server.url + "/callback")[1] == b"None"
-    else:
-        assert [driver for driver, _ in blocks] == ["mysqlclient"], log
-        assert "blocks gevent's hub" in boot and "use PyMySQL (mysql+pymysql://)" in log
+    assert server.log().count(BOOT_LINES[case]) == 1  # once per process, not per connection
 
 
 # -- in-process: a plain process, and what changes for psycopg2 in green mode -----------
