@@ -261,6 +261,72 @@ def test_green_psycopg2_copy_timeout_watchdog_and_connect_bound():
     assert 2.5 < out["stalled_seconds"] < 8, out  # 1 s ping + 2 s connect, not for ever
 
 
+# The same requests in every mode, in a process patched by gevent (argv[2] == "green")
+# or not: what the pool sees and does must not change with the wait callback.
+MODES_SCRIPT = r"""
+import sys
+if sys.argv[2] == "green":
+    from gevent import monkey; monkey.patch_all()
+import json, logging
+import psycopg2.extensions
+from wsgipool import Pool
+warnings = []
+handler = logging.Handler(); handler.emit = lambda record: warnings.append(record.getMessage())
+logging.getLogger("wsgipool.pool").addHandler(handler)
+pg, table = sys.argv[1], sys.argv[3]
+admin = psycopg2.connect(pg); admin.autocommit = True
+admin.cursor().execute(f"CREATE TABLE {table} (a int)")
+out = {}
+try:
+    for mode, query in [("default", ""), ("autocommit", "?autocommit=true"),
+                        ("read_only", "?read_only=true")]:
+        with Pool(pg + query, max_size=1) as pool:
+            for statements in (["BEGIN", "INSERT"], ["INSERT"]):  # left open, both
+                try:
+                    with pool.connection() as conn:
+                        for statement in statements:
+                            conn.cursor().execute(
+                                f"INSERT INTO {table} VALUES (1)" if statement == "INSERT"
+                                else statement)
+                except psycopg2.Error as exc:
+                    out[f"{mode} {statements}"] = type(exc).__name__
+            with pool.connection() as conn:
+                cur = conn.cursor(); cur.execute(f"SELECT count(*) FROM {table}")
+                out[mode] = [cur.fetchone()[0], conn.autocommit,
+                             conn.get_transaction_status(), pool.stats()["rollbacks"],
+                             pool.stats()["discards"], pool.stats()["connects"]]
+                conn.rollback()
+finally:
+    admin.cursor().execute(f"DROP TABLE {table}")
+out["warnings"] = warnings
+out["callback"] = getattr(psycopg2.extensions.get_wait_callback(), "__module__", None)
+print(json.dumps(out))
+"""
+
+
+def test_green_psycopg2_keeps_every_mode():
+    """Autocommit, read-only, an explicit BEGIN, a write left open: with the wait
+    callback the pool sees and does exactly what it does without."""
+    import json
+
+    outcomes = {}
+    for how in ("green", "plain"):
+        table = f"gevent_modes_{uuid.uuid4().hex[:12]}"
+        done = subprocess.run(
+            [sys.executable, "-c", MODES_SCRIPT, PG, how, table], cwd=ROOT,
+            capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert done.returncode == 0, done.stderr
+        outcomes[how] = json.loads(done.stdout)
+    green, plain = outcomes["green"], outcomes["plain"]
+    assert (green.pop("callback"), plain.pop("callback")) == ("wsgipool.cooperative", None)
+    assert green == plain
+    # [rows, autocommit, transaction status, rollbacks, discards, connects]
+    assert plain["default"][0] == 0 and plain["default"][3:] == [2, 0, 1], plain
+    assert plain["autocommit"][0] == 1, plain  # the INSERT without BEGIN committed itself
+    assert plain["read_only ['INSERT']"] == "ReadOnlySqlTransaction", plain
+    assert len(plain["warnings"]) == 5, plain  # one per transaction left open
+
+
 # -- eventlet: no gunicorn worker for it any more (gunicorn 23+), so a script ----------
 
 EVENTLET_SCRIPT = r"""
