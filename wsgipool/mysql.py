@@ -13,6 +13,7 @@ import os
 from operator import methodcaller
 from typing import Any, Callable, Dict, Optional
 
+from .cooperative import cooperate
 from .drivers import (
     BROKEN, CLOSED, DIRTY, IDLE, UNKNOWN, SocketDriver, _blind, _import, _parse_bool, _secrets,
 )
@@ -188,6 +189,10 @@ class MySQLdbDriver(_MySQLDriver):
         import MySQLdb
 
         self._operational_error = MySQLdb.OperationalError
+
+    def connect(self) -> Any:
+        cooperate("MySQLdb")  # under gevent or eventlet: it cannot; say so, once
+        return self._connect()
 
     def is_disconnect(self, conn: Any, exc: BaseException) -> bool:
         if not conn.open:  # closed by the handler: MySQLdb then raises 2006 too

@@ -10,6 +10,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any, Callable, Dict, Optional
 
+from .cooperative import cooperate
 from .drivers import (
     BROKEN, CLOSED, DIRTY, IDLE, SocketDriver, _first_line, _import, _parse_bool, _secrets,
 )
@@ -212,6 +213,10 @@ class Psycopg2Driver(_LibpqDriver):
 
     _SESSION_FLAGS = ("readonly", "isolation_level", "deferrable")
 
+    def connect(self) -> Any:
+        cooperate("psycopg2")  # under gevent or eventlet: wait through the hub
+        return self._connect()
+
     def _connect_psycopg2(self) -> Any:
         conn = self._psycopg2.connect(**self._options,
                                       connection_factory=_psycopg2_classes()[0])
@@ -295,6 +300,10 @@ class PsycopgDriver(_LibpqDriver):
                 f"in {url.redacted!r}"
             )
         return int(value)
+
+    def connect(self) -> Any:
+        cooperate("psycopg")  # imported before gevent patched the process: choose again
+        return self._connect()
 
     def _connect_psycopg(self) -> Any:
         connection, cursor = _psycopg_classes()

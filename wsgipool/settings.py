@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, Dict, Mapping, Optional, Union
 
+from .cooperative import PSYCOPG2_SWITCH
 from .errors import ConfigurationError
 from .options import MIDDLEWARE_CHECKS, check_options, split_options
 from .pool import Pool
@@ -131,8 +132,9 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
 _POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_lifetime", "max_idle",
                       "pre_ping", "reset", "on_connect", "hold_warning", "name",
                       "transaction_pooling", "fail_at_boot")
-# The test suite's own variables, which name no option on purpose.
-_NOT_OPTIONS = ("WSGIPOOL_TEST_", "WSGIPOOL_REQUIRE_SERVERS")
+# Variables read elsewhere (wsgipool.cooperative), and the test suite's own, which
+# name no option on purpose.
+_NOT_OPTIONS = ("WSGIPOOL_TEST_", "WSGIPOOL_REQUIRE_SERVERS", PSYCOPG2_SWITCH)
 _warned: set = set()
 
 
