@@ -45,6 +45,7 @@ demo: $(DEMO_STAMP)
 		-b 127.0.0.1:8000 --access-logfile - guestbook:app
 
 bench: $(STAMP)
+	./.ci/system-deps --bench
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks
 
