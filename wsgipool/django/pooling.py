@@ -99,6 +99,10 @@ class PooledWrapperMixin:
 
     #: The URL that tells wsgipool which driver reads the connections' state.
     pool_url = ""
+
+    def make_pool_url(self) -> str:
+        """The URL the pool's driver is made from (it never connects with it)."""
+        return self.pool_url
     #: ``OPTIONS`` keys both the pool and Django's own backend read.
     shared_options: frozenset = frozenset()
 
@@ -165,7 +169,7 @@ class PooledWrapperMixin:
             def on_connect(conn: Any) -> None:
                 set_up(conn)
                 extra(conn)
-        return Pool(self.pool_url, connect=self._open_connection, on_connect=on_connect,
+        return Pool(self.make_pool_url(), connect=self._open_connection, on_connect=on_connect,
                     **options)
 
     def _twin(self, conn: Any = None) -> Any:
@@ -232,6 +236,7 @@ class PooledWrapperMixin:
                 request.unavailable = exc
             # Django and its users catch the driver's error, as without a pool.
             raise self.Database.OperationalError(str(exc)) from exc  # type: ignore
+        entry.holder = request  # hold warnings name the request and its view
         self._pool, self._pool_entry = pool, entry
         self.connection = entry.conn
         self.autocommit = self.settings_dict["AUTOCOMMIT"]  # the pool restored it

@@ -4,6 +4,7 @@ pool."""
 from __future__ import annotations
 
 from typing import Any, Dict
+from urllib.parse import quote
 
 from django.db.backends.mysql import base
 
@@ -16,6 +17,15 @@ class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
 
     pool_url = "mysql://"
     creation_class = creation_class(base.DatabaseWrapper.creation_class)
+
+    def make_pool_url(self) -> str:
+        # reset="session" logs in again as the same user (COM_CHANGE_USER): the driver
+        # needs the user, password and database.
+        settings = self.settings_dict
+        user = quote(settings["USER"] or "", safe="")
+        password = quote(settings["PASSWORD"] or "", safe="")
+        credentials = f"{user}:{password}@" if password else f"{user}@" if user else ""
+        return f"mysql://{credentials}localhost/{quote(settings['NAME'] or '', safe='')}"
 
     def open_real_connection(self, params: Dict[str, Any]) -> Any:
         # Django's get_new_connection(), with wsgipool's connection class, which notes

@@ -1,0 +1,247 @@
+"""Django's ORM on wsgipool's pool (issue 17, points 1-4), against the real databases.
+
+In this process: Django set up with tests/django_site (the example project plus test
+views and one alias per database), requests run through Django's own WSGI handler, so
+its request signals close (give back) connections as under a server. In subprocesses:
+gunicorn gthread serving the example project once per database, and ``manage.py test``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+
+from servers import ROOT, Gunicorn, get
+
+EXAMPLE = os.path.join(ROOT, "examples", "django")
+PG_HOST = "postgresql://postgres@127.0.0.1:5432"
+MY_HOST = "mysql://root@127.0.0.1:3306"
+PG_DB, MY_DB = "wsgipool_django_pg", "wsgipool_django_my"
+SQLITE_PATH = "/tmp/wsgipool_django.db"
+ENV = {
+    "WSGIPOOL_DJANGO_PG_URL": f"{PG_HOST}/{PG_DB}",
+    "WSGIPOOL_DJANGO_MY_URL": f"{MY_HOST}/{MY_DB}",
+    "WSGIPOOL_DJANGO_SQLITE_URL": f"sqlite:///{SQLITE_PATH}",
+}
+ALIASES = [pytest.param("pg", id="postgresql"), pytest.param("my", id="mariadb"),
+           pytest.param("lite", id="sqlite")]
+
+
+def _pg_admin(database="test"):
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
+    conn.autocommit = True
+    return conn
+
+
+def _my_admin():
+    import MySQLdb
+
+    conn = MySQLdb.connect(host="127.0.0.1", user="root")
+    conn.autocommit(True)
+    return conn
+
+
+def _fresh_databases():
+    conn = _pg_admin()
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {PG_DB}")
+    conn.close()
+    conn = _my_admin()
+    conn.cursor().execute(f"DROP DATABASE IF EXISTS {MY_DB}")
+    conn.cursor().execute(f"CREATE DATABASE {MY_DB}")
+    conn.close()
+    if os.path.exists(SQLITE_PATH):
+        os.unlink(SQLITE_PATH)
+
+
+@pytest.fixture(scope="module")
+def django_site():
+    """Django set up in this process on the test project, every alias migrated."""
+    _fresh_databases()
+    os.environ.update(ENV)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "django_site.settings"
+    sys.path.insert(0, EXAMPLE)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    for alias in ("default", "pg", "my", "lite"):
+        call_command("migrate", database=alias, verbosity=0)
+    from django.db import connections
+
+    connections.close_all()
+    from django.core.wsgi import get_wsgi_application
+
+    yield get_wsgi_application()
+    connections.close_all()
+
+
+def call(app, path, method="GET"):
+    """One request through Django's WSGI handler: (status code, JSON or text body)."""
+    environ = {"PATH_INFO": path.split("?")[0], "REQUEST_METHOD": method,
+               "QUERY_STRING": path.partition("?")[2], "HTTP_HOST": "testserver"}
+    setup_testing_defaults(environ)
+    environ["wsgi.errors"] = io.StringIO()
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()  # request_finished: Django closes (gives back) its connections
+    try:
+        return answer["status"], json.loads(body), answer["headers"]
+    except ValueError:
+        return answer["status"], body.decode(), answer["headers"]
+
+
+def pool_stats(alias):
+    import wsgipool.django
+
+    return wsgipool.django.stats()[alias]
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_orm_reuses_one_connection_set_up_once(django_site, alias):
+    """Requests reuse the same server session; Django's setup (and connection_created)
+    ran once for it, not per request."""
+    answers = [call(django_site, f"/t/{alias}/count") for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200] * 4
+    pids = {body["pid"] for _, body, _ in answers}
+    assert len(pids) == 1, pids
+    stats = pool_stats(alias)
+    assert stats["connects"] == 1 and stats["checkouts"] >= 4 and stats["in_use"] == 0
+    assert answers[-1][1]["created"] == 1  # the handler: once per real connection
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_error_in_atomic_rolls_back_and_keeps_the_session(django_site, alias):
+    before = call(django_site, f"/t/{alias}/count")[1]
+    status, _, _ = call(django_site, f"/t/{alias}/error")
+    after = call(django_site, f"/t/{alias}/count")[1]
+    assert status == 500
+    assert after["entries"] == before["entries"]
+    assert after["pid"] == before["pid"]
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_transaction_left_open_is_rolled_back_autocommit_restored(django_site, alias):
+    before = call(django_site, f"/t/{alias}/count")[1]
+    rollbacks = pool_stats(alias)["rollbacks"]
+    assert call(django_site, f"/t/{alias}/leave_open")[0] == 200
+    after = call(django_site, f"/t/{alias}/count")[1]
+    state = call(django_site, f"/t/{alias}/state")[1]
+    assert after["entries"] == before["entries"]  # the uncommitted write is gone
+    assert after["pid"] == before["pid"]  # on the same session, made clean
+    assert state["autocommit"] is True
+    # (MariaDB: every return after a statement in autocommit mode is rolled back, since
+    # mysqlclient cannot tell whether an explicit BEGIN ran.)
+    assert pool_stats(alias)["rollbacks"] >= rollbacks + 1
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_close_inside_atomic_gives_back_and_the_wrapper_lets_go(django_site, alias):
+    """A close inside atomic (and a savepoint) returns the connection rolled back; the
+    wrapper cannot use it afterwards, as with Django's own close."""
+    before = call(django_site, f"/t/{alias}/count")[1]
+    status, body, _ = call(django_site, f"/t/{alias}/close_in_atomic")
+    after = call(django_site, f"/t/{alias}/count")[1]
+    assert status == 200 and body["after_close"] == "InterfaceError"
+    assert after["entries"] == before["entries"]
+    assert after["pid"] == body["pid"] == before["pid"]
+
+
+@pytest.mark.parametrize("alias", ALIASES[:2])
+def test_select_for_update(django_site, alias):
+    status, body, _ = call(django_site, f"/t/{alias}/lock")
+    assert status == 200 and body["locked"] > 0
+
+
+@pytest.mark.parametrize("alias, isolation", [
+    pytest.param("pg", "read committed", id="postgresql"),
+    pytest.param("my_session", "READ-COMMITTED", id="mariadb"),
+])
+def test_nothing_a_request_sets_reaches_the_next(django_site, alias, isolation):
+    """PostgreSQL: the driver's isolation level is put back locally on each return;
+    with reset="session" (PostgreSQL DISCARD ALL, MariaDB COM_CHANGE_USER) every SET is
+    undone and Django's setup and the connection_created handler run again."""
+    first = call(django_site, f"/t/{alias}/state")[1]
+    assert call(django_site, f"/t/{alias}/disturb")[0] == 200
+    after = call(django_site, f"/t/{alias}/state")[1]
+    assert after["pid"] == first["pid"]
+    assert after["isolation"] == first["isolation"] == isolation  # Django's, not theirs
+    if alias == "my_session":
+        assert after["handler"] == first["handler"] == "my_session"
+        assert after["work_mem"] == first["work_mem"] != 1048576
+        assert after["auto_is_null"] == 0  # Django's setup ran again after the reset
+    session = call(django_site, "/t/pg_session/state")[1]
+    call(django_site, "/t/pg_session/disturb")
+    again = call(django_site, "/t/pg_session/state")[1]
+    assert again["pid"] == session["pid"]
+    assert again["handler"] == "wsgipool_django_pg_session" != "disturbed"
+    assert again["work_mem"] == session["work_mem"] != "1234kB"
+    assert again["isolation"] == "read committed"
+
+
+def test_pool_timeout_is_a_503_and_hold_warning_names_the_view(django_site, caplog):
+    """A pool of one held by one request: the next waits its timeout and gets a 503 with
+    Retry-After; the hold warning names the holder's view."""
+    caplog.set_level(logging.WARNING, logger="wsgipool")
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        holder = executor.submit(call, django_site, "/t/pg_tiny/hold?seconds=1.0")
+        deadline = time.monotonic() + 5
+        while "pg_tiny" not in __import__("wsgipool.django").django.stats() or \
+                pool_stats("pg_tiny")["in_use"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status, body, headers = call(django_site, "/t/pg_tiny/pid")
+        assert holder.result(timeout=10)[0] == 200
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert pool_stats("pg_tiny")["timeouts"] == 1
+    held = [r.getMessage() for r in caplog.records if "has been held" in r.getMessage()]
+    assert held and "django_site.views.action" in held[0], held
+
+
+@pytest.mark.parametrize("change, named", [
+    pytest.param({"CONN_MAX_AGE": 60}, "CONN_MAX_AGE", id="conn-max-age"),
+    pytest.param({"CONN_MAX_AGE": None}, "CONN_MAX_AGE", id="persistent"),
+    pytest.param({"CONN_HEALTH_CHECKS": True}, "CONN_HEALTH_CHECKS", id="health-checks"),
+    pytest.param({"OPTIONS": {"pool": True}}, "OPTIONS']['pool'", id="django-pool"),
+    pytest.param({"OPTIONS": {"max_size": 0}}, "max_size must be at least 1", id="max-size"),
+    pytest.param({"OPTIONS": {"timeout": "5"}}, "timeout must be a number", id="timeout"),
+])
+def test_combinations_that_cannot_work_are_refused(django_site, change, named):
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
+
+    from wsgipool.django.postgresql.base import DatabaseWrapper
+
+    with pytest.raises(ImproperlyConfigured) as info:
+        DatabaseWrapper({**connections.settings["pg"], **change}, "pg")
+    assert named in str(info.value) and "DATABASES['pg']" in str(info.value)
+
+
+def test_pool_options_are_split_from_djangos(django_site):
+    from django.db import connections
+
+    conn = connections["pg"]
+    assert conn.pool_options == {"max_size": 2, "timeout": 3.0}
+    assert "max_size" not in conn.settings_dict["OPTIONS"]
+    lite = connections["lite"]  # SQLite's own timeout option is sqlite3's too
+    assert lite.settings_dict["OPTIONS"] == {"timeout": 3.0}
