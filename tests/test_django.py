@@ -79,7 +79,7 @@ def django_site():
 
     django.setup()
     for alias in ("default", "pg", "my", "lite"):
-        call_command("migrate", database=alias, verbosity=0)
+        call_command("migrate", "guestbook", database=alias, verbosity=0)
     from django.db import connections
 
     connections.close_all()
@@ -245,3 +245,158 @@ def test_pool_options_are_split_from_djangos(django_site):
     assert "max_size" not in conn.settings_dict["OPTIONS"]
     lite = connections["lite"]  # SQLite's own timeout option is sqlite3's too
     assert lite.settings_dict["OPTIONS"] == {"timeout": 3.0}
+
+
+# -- gunicorn gthread serving the example project, once per database ----------------
+
+SERVED = [
+    pytest.param((f"{PG_HOST}/{PG_DB}", "postgresql"), id="postgresql"),
+    pytest.param((f"{MY_HOST}/{MY_DB}", "mysql"), id="mariadb"),
+    pytest.param((f"sqlite:///{SQLITE_PATH}", "sqlite"), id="sqlite"),
+]
+
+
+@pytest.fixture(scope="module", params=SERVED)
+def served(request, django_site, tmp_path_factory):
+    """gunicorn --preload (django.setup() in the master, which also runs a query and
+    keeps its connection), 1 worker x 4 threads, a pool of 2 per worker."""
+    import wsgipool.django
+    from django.db import connections
+
+    connections.close_all()
+    for alias in list(wsgipool.django.pools()):  # only the server's sessions remain
+        wsgipool.django.close_pool(alias)
+    url, kind = request.param
+    work = tmp_path_factory.mktemp(f"django-{kind}")
+    touch = str(work / "master")
+    env = dict(ENV, DATABASE_URL=url, WORKERS="1", THREADS="4", POOL_MAX_SIZE="2",
+               WSGIPOOL_DJANGO_TOUCH_FILE=touch,
+               PYTHONPATH=EXAMPLE, DJANGO_SETTINGS_MODULE="django_site.settings")
+    server = Gunicorn("django_site.wsgi:application", "-c",
+                      os.path.join(EXAMPLE, "gunicorn.conf.py"), "--timeout", "30",
+                      env=env, log_path=str(work / "gunicorn.log"))
+    with server:
+        status = None
+        deadline = time.monotonic() + 20
+        while status != 200 and time.monotonic() < deadline:
+            try:
+                status = get(server.url + "/t/default/pid", timeout=5)[0]
+            except OSError:
+                time.sleep(0.05)
+        assert status == 200, server.log()[-3000:]
+        with open(touch) as handle:
+            master_pid, master_session = (int(v) for v in handle.read().split())
+        yield server, kind, master_pid, master_session
+
+
+def _sessions(kind):
+    """The server's sessions of the served project: PostgreSQL by the handler's
+    application_name, MariaDB by database (other pools of this module are closed)."""
+    if kind == "postgresql":
+        conn = _pg_admin()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                           "AND application_name = 'wsgipool_django_default'", [PG_DB])
+            found = {row[0] for row in cursor.fetchall()}
+    else:
+        conn = _my_admin()
+        cursor = conn.cursor()
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s", [MY_DB])
+        found = {row[0] for row in cursor.fetchall()}
+    conn.close()
+    return found
+
+
+def test_guestbook_and_admin_served(served):
+    server, kind, _, _ = served
+    name = f"Ada-{kind}"
+    status, _ = get(server.url + "/sign", data=f"name={name}&message=hi".encode())
+    assert status in (200, 302)  # urllib follows the redirect to the page
+    status, body = get(server.url + "/")
+    assert status == 200 and name.encode() in body
+    status, body = get(server.url + "/admin/login/")
+    assert status == 200 and b"Django administration" in body
+
+
+def test_preload_fork_leaves_the_masters_session_alone(served):
+    """The master ran a query and kept its connection; the worker forked from it opened
+    its own session and never touched (or closed) the master's."""
+    server, kind, master_pid, master_session = served
+    status, body = get(server.url + "/t/default/pid")
+    answer = json.loads(body)
+    assert status == 200 and answer["os_pid"] != master_pid
+    assert answer["pid"] != master_session
+    if kind != "sqlite":
+        assert master_session in _sessions(kind)  # still open: the child let it be
+        assert get(server.url + "/t/default/pid")[0] == 200
+        assert master_session in _sessions(kind)
+
+
+def test_pool_bounds_the_sessions_per_worker(served):
+    """Six requests at once on 4 threads, a pool of 2: two sessions serve them all."""
+    server, kind, _, master_session = served
+    seen = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen.append(_sessions(kind) - {master_session})
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    if kind != "sqlite":
+        sampler.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as executor:
+            answers = list(executor.map(
+                lambda _: get(server.url + "/t/default/sleep", timeout=15), range(6)))
+    finally:
+        stop.set()
+        if sampler.is_alive():
+            sampler.join(timeout=10)
+            assert not sampler.is_alive()
+    assert [status for status, _ in answers] == [200] * 6
+    ids = {json.loads(body)["pid"] for _, body in answers}
+    assert len(ids) <= 2
+    stats = json.loads(get(server.url + "/_pool")[1])["default"]
+    assert stats["peak_in_use"] == 2 and stats["connects"] <= 2 and stats["size"] <= 2
+    if kind != "sqlite":
+        assert seen and max(len(s) for s in seen) <= 2 and max(len(s) for s in seen) >= 1
+
+
+def test_djangos_test_runner_creates_and_drops_through_the_backends(django_site):
+    """``manage.py test``: test databases made, used and dropped through our backends."""
+    env = dict(os.environ, **ENV, DJANGO_SETTINGS_MODULE="django_site.settings",
+               WSGIPOOL_DJANGO_FAST_MIGRATE="1",
+               PYTHONPATH=os.pathsep.join([EXAMPLE, os.path.join(ROOT, "tests"), ROOT]))
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "manage.py", "test", "guestbook", "--noinput"],
+                          cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Ran 3 tests" in done.stderr and "OK" in done.stderr
+    for alias in ("default", "pg", "my", "lite"):
+        assert f"Creating test database for alias '{alias}'" in done.stderr
+        assert f"Destroying test database for alias '{alias}'" in done.stderr
+    conn = _pg_admin()
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_database WHERE datname = 'wsgipool_django_test_pg'")
+        assert cursor.fetchone()[0] == 0
+    conn.close()
+    conn = _my_admin()
+    cursor = conn.cursor()
+    cursor.execute("SHOW DATABASES LIKE 'wsgipool_django_test_my'")
+    assert cursor.fetchall() == ()
+    conn.close()
+    assert not os.path.exists("/tmp/wsgipool_django_test_lite.db")
+
+
+def test_stats_and_prometheus_per_alias(django_site):
+    import wsgipool.django
+    from wsgipool.exporters import as_prometheus
+
+    for alias in ("pg", "my", "lite"):
+        call(django_site, f"/t/{alias}/pid")
+    text = as_prometheus(wsgipool.django.pools().values())
+    for alias in ("pg", "my", "lite"):
+        assert f'wsgipool_checkouts_total{{pool="{alias}"}}' in text
+        assert wsgipool.django.stats()[alias]["checkouts"] >= 1

@@ -56,8 +56,12 @@ def action(request, alias, action):
         result["autocommit"] = conn.get_autocommit()
     elif action == "sleep":
         with conn.cursor() as cursor:
-            cursor.execute("SELECT pg_sleep(0.3)" if conn.vendor == "postgresql"
-                           else "SELECT SLEEP(0.3)")
+            if conn.vendor == "sqlite":  # no sleep in SQL: hold the connection instead
+                cursor.execute("SELECT 1")
+                time.sleep(0.3)
+            else:
+                cursor.execute("SELECT pg_sleep(0.3)" if conn.vendor == "postgresql"
+                               else "SELECT SLEEP(0.3)")
     elif action == "leave_open":  # autocommit off, a write, no commit
         transaction.set_autocommit(False, using=alias)
         Entry.objects.using(alias).create(name="left", message="open")
