@@ -400,3 +400,45 @@ def test_stats_and_prometheus_per_alias(django_site):
     for alias in ("pg", "my", "lite"):
         assert f'wsgipool_checkouts_total{{pool="{alias}"}}' in text
         assert wsgipool.django.stats()[alias]["checkouts"] >= 1
+
+
+# -- round trips per request, counted by the servers --------------------------------
+
+def test_round_trips_per_request_against_djangos_own(django_site):
+    """One ORM query per request. wsgipool's backends send no more statements and open
+    no more sessions than CONN_MAX_AGE = 0, persistent connections with health checks,
+    or Django's native psycopg 3 pool."""
+    from django_site import roundtrips
+
+    figures = {}
+
+    def request(path):
+        status, body, _ = call(django_site, path)
+        assert status == 200, body
+        return status, body
+
+    for alias in ("my", "my_age0", "my_persistent"):
+        figures[alias] = roundtrips.measure_my(request, alias)
+    if roundtrips.pg_log_readable():
+        conn = _pg_admin()
+        with conn.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {PG_DB} SET log_statement = 'all'")
+        try:
+            for alias in ("pg", "pg_age0", "pg_persistent", "pg_native"):
+                figures[alias] = roundtrips.measure_pg(request, alias, PG_DB)
+        finally:
+            with conn.cursor() as cursor:
+                cursor.execute(f"ALTER DATABASE {PG_DB} RESET log_statement")
+            conn.close()
+    print("round trips per request:", figures)
+    ours = figures["my"]
+    assert ours["sessions"] == 0
+    assert figures["my_age0"]["sessions"] == 1
+    for theirs in ("my_age0", "my_persistent"):
+        assert ours["statements"] <= figures[theirs]["statements"], figures
+    if "pg" in figures:
+        assert figures["pg"] == {**figures["pg"], "statements": 1.0, "sessions": 0.0}
+        assert figures["pg_age0"]["sessions"] == 1
+        for theirs in ("pg_age0", "pg_persistent", "pg_native"):
+            assert figures["pg"]["statements"] <= figures[theirs]["statements"], figures
+            assert figures["pg"]["sessions"] <= figures[theirs]["sessions"], figures

@@ -48,6 +48,16 @@ def action(request, alias, action):
     result = {}
     if action == "pid":
         pass
+    elif action == "count_status":  # MariaDB: one ORM query, then this session's counters
+        entries = Entry.objects.using(alias).count()
+        with conn.cursor() as cursor:
+            pid = _one(cursor, "SELECT CONNECTION_ID()")
+            cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN "
+                           "('Questions', 'Com_admin_commands')")
+            statements = sum(int(value) for _, value in cursor.fetchall())
+        return JsonResponse({"entries": entries, "pid": pid, "statements": statements})
+    elif action == "one":  # one ORM query and nothing else: the round-trip figures
+        return JsonResponse({"entries": Entry.objects.using(alias).count()})
     elif action == "count":
         result["entries"] = Entry.objects.using(alias).count()
     elif action == "state":  # in a transaction: the one the driver's flags shape
