@@ -9,7 +9,6 @@ gunicorn gthread serving the example project once per database, and ``manage.py 
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import json
 import logging
 import os
@@ -17,98 +16,28 @@ import subprocess
 import sys
 import threading
 import time
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 
 from servers import ROOT, Gunicorn, get
 
-EXAMPLE = os.path.join(ROOT, "examples", "django")
-PG_HOST = "postgresql://postgres@127.0.0.1:5432"
-MY_HOST = "mysql://root@127.0.0.1:3306"
-PG_DB, MY_DB = "wsgipool_django_pg", "wsgipool_django_my"
-SQLITE_PATH = "/tmp/wsgipool_django.db"
-ENV = {
-    "WSGIPOOL_DJANGO_PG_URL": f"{PG_HOST}/{PG_DB}",
-    "WSGIPOOL_DJANGO_MY_URL": f"{MY_HOST}/{MY_DB}",
-    "WSGIPOOL_DJANGO_SQLITE_URL": f"sqlite:///{SQLITE_PATH}",
-}
+from django_site.databases import (EXAMPLE, ENV, MY_DB, MY_HOST, PG_DB, PG_HOST,
+                                   SQLITE_PATH, call, set_up_django)
+from django_site.databases import my_admin as _my_admin
+from django_site.databases import pg_admin as _pg_admin
+
 ALIASES = [pytest.param("pg", id="postgresql"), pytest.param("my", id="mariadb"),
            pytest.param("lite", id="sqlite")]
-
-
-def _pg_admin(database="test"):
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database)
-    conn.autocommit = True
-    return conn
-
-
-def _my_admin():
-    import MySQLdb
-
-    conn = MySQLdb.connect(host="127.0.0.1", user="root")
-    conn.autocommit(True)
-    return conn
-
-
-def _fresh_databases():
-    conn = _pg_admin()
-    with conn.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {PG_DB}")
-    conn.close()
-    conn = _my_admin()
-    conn.cursor().execute(f"DROP DATABASE IF EXISTS {MY_DB}")
-    conn.cursor().execute(f"CREATE DATABASE {MY_DB}")
-    conn.close()
-    if os.path.exists(SQLITE_PATH):
-        os.unlink(SQLITE_PATH)
 
 
 @pytest.fixture(scope="module")
 def django_site():
     """Django set up in this process on the test project, every alias migrated."""
-    _fresh_databases()
-    os.environ.update(ENV)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "django_site.settings"
-    sys.path.insert(0, EXAMPLE)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    for alias in ("default", "pg", "my", "lite"):
-        call_command("migrate", "guestbook", database=alias, verbosity=0)
+    app = set_up_django()
+    yield app
     from django.db import connections
 
     connections.close_all()
-    from django.core.wsgi import get_wsgi_application
-
-    yield get_wsgi_application()
-    connections.close_all()
-
-
-def call(app, path, method="GET"):
-    """One request through Django's WSGI handler: (status code, JSON or text body)."""
-    environ = {"PATH_INFO": path.split("?")[0], "REQUEST_METHOD": method,
-               "QUERY_STRING": path.partition("?")[2], "HTTP_HOST": "testserver"}
-    setup_testing_defaults(environ)
-    environ["wsgi.errors"] = io.StringIO()
-    answer = {}
-
-    def start_response(status, headers, exc_info=None):
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
-
-    result = app(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        result.close()  # request_finished: Django closes (gives back) its connections
-    try:
-        return answer["status"], json.loads(body), answer["headers"]
-    except ValueError:
-        return answer["status"], body.decode(), answer["headers"]
 
 
 def pool_stats(alias):
