@@ -5,7 +5,8 @@
 
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
-and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi). The report starts with the machine and versions, then every target of the
+and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi), ``django``
+(round trips and time per request against Django's own connection handling). The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
 
@@ -19,10 +20,10 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, contention, cycle, e2e, middleware, servers  # noqa: E402
+from benchmarks import common, contention, cycle, django, e2e, middleware, servers  # noqa: E402
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run, "servers": servers.run}
+            "e2e": e2e.run, "servers": servers.run, "django": django.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
