@@ -147,6 +147,19 @@ def test_pool_timeout_is_a_503_and_hold_warning_names_the_view(django_site, capl
     assert held and "django_site.views.action" in held[0], held
 
 
+def test_refused_connect_is_djangos_operational_error_and_a_503(django_site):
+    """Django and its users catch the driver's error, as without a pool; the
+    middleware answers 503 with Retry-After."""
+    from django.db import OperationalError, connections
+
+    with pytest.raises(OperationalError) as info:
+        connections["pg_down"].ensure_connection()
+    assert "cannot connect to pg_down" in str(info.value)
+    status, body, headers = call(django_site, "/t/pg_down/pid")
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert "no database connection" in body
+
+
 @pytest.mark.parametrize("change, named", [
     pytest.param({"CONN_MAX_AGE": 60}, "CONN_MAX_AGE", id="conn-max-age"),
     pytest.param({"CONN_MAX_AGE": None}, "CONN_MAX_AGE", id="persistent"),
@@ -326,9 +339,14 @@ def test_stats_and_prometheus_per_alias(django_site):
     for alias in ("pg", "my", "lite"):
         call(django_site, f"/t/{alias}/pid")
     text = as_prometheus(wsgipool.django.pools().values())
+    status, served, headers = call(django_site, "/_stats?format=prometheus")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    status, as_json, _ = call(django_site, "/_stats")
     for alias in ("pg", "my", "lite"):
         assert f'wsgipool_checkouts_total{{pool="{alias}"}}' in text
+        assert f'wsgipool_checkouts_total{{pool="{alias}"}}' in served
         assert wsgipool.django.stats()[alias]["checkouts"] >= 1
+        assert as_json["pools"][alias]["checkouts"] >= 1
 
 
 # -- round trips per request, counted by the servers --------------------------------

@@ -40,6 +40,8 @@ DATABASES = {
 # A pool of one, quick to time out and to warn: the 503 and the hold warning.
 DATABASES["pg_tiny"] = {**_alias(PG_URL, None, mirror="pg"), "OPTIONS": {
     "max_size": 1, "timeout": 0.3, "hold_warning": 0.2}}
+# Nothing listens there: a refused connect.
+DATABASES["pg_down"] = database("postgresql://postgres@127.0.0.1:1/nowhere", timeout=1.0)
 if os.environ.get("DATABASE_URL"):
     DATABASES["default"]["TEST"] = {"NAME": "wsgipool_django_test_default"}
 # Django's native psycopg 3 pool and persistent connections, for the round-trip figures.

@@ -69,10 +69,13 @@ def _pool_for(wrapper: Any) -> Pool:
         found = _POOLS.get(wrapper.alias)
         if found is not None and found[0] == key:
             return found[1]
+        if found is not None:
+            # The settings changed (Django's test runner renames the database): the old
+            # pool's connections are stale. Closed first, so the new pool takes its name.
+            del _POOLS[wrapper.alias]
+            found[1].close()
         pool = wrapper.make_pool()
         _POOLS[wrapper.alias] = (key, pool)
-    if found is not None:  # the settings changed: the old pool's connections are stale
-        found[1].close()
     return pool
 
 
