@@ -147,6 +147,25 @@ def test_pool_timeout_is_a_503_and_hold_warning_names_the_view(django_site, capl
     assert held and "django_site.views.action" in held[0], held
 
 
+def test_atomic_requests_and_autocommit_off(django_site):
+    """ATOMIC_REQUESTS: a failing view's write is rolled back by Django, the connection
+    goes back idle. AUTOCOMMIT = False: a write never committed is rolled back on return;
+    the next request, on the same session, is still in manual mode."""
+    before = call(django_site, "/t/pg_atomic/count")[1]
+    rollbacks = pool_stats("pg_atomic")["rollbacks"]
+    assert call(django_site, "/t/pg_atomic/write?fail=1")[0] == 500
+    after = call(django_site, "/t/pg_atomic/count")[1]
+    assert after["entries"] == before["entries"] and after["pid"] == before["pid"]
+    assert pool_stats("pg_atomic")["rollbacks"] == rollbacks  # Django rolled it back
+
+    before = call(django_site, "/t/my_manual/count")[1]
+    assert call(django_site, "/t/my_manual/write")[0] == 200
+    after = call(django_site, "/t/my_manual/count")[1]
+    state = call(django_site, "/t/my_manual/state")[1]
+    assert after["entries"] == before["entries"] and after["pid"] == before["pid"]
+    assert state["autocommit"] is False and state["handler"] == "my_manual"
+
+
 def test_refused_connect_is_djangos_operational_error_and_a_503(django_site):
     """Django and its users catch the driver's error, as without a pool; the
     middleware answers 503 with Retry-After."""
@@ -389,3 +408,24 @@ def test_round_trips_per_request_against_djangos_own(django_site):
         for theirs in ("pg_age0", "pg_persistent", "pg_native"):
             assert figures["pg"]["statements"] <= figures[theirs]["statements"], figures
             assert figures["pg"]["sessions"] <= figures[theirs]["sessions"], figures
+
+
+def test_docs_settings_snippet(django_site):
+    """docs/django.rst's settings: accepted, the pool's options split from Django's."""
+    from django.db.utils import ConnectionHandler, load_backend
+
+    from readme import snippet
+
+    namespace = {}
+    exec(snippet("django-settings"), namespace)
+    assert namespace["MIDDLEWARE"][0] == "wsgipool.django.middleware.PoolTimeoutMiddleware"
+    handler = ConnectionHandler(namespace["DATABASES"])
+    default = handler.settings["default"]
+    wrapper = load_backend(default["ENGINE"]).DatabaseWrapper(default, "default")
+    assert wrapper.pool_options == {"max_size": 8, "timeout": 5.0, "max_lifetime": 3600.0,
+                                    "hold_warning": 10.0}
+    assert wrapper.settings_dict["OPTIONS"] == {"isolation_level": 2}
+    legacy = handler.settings["legacy"]
+    wrapper = load_backend(legacy["ENGINE"]).DatabaseWrapper(legacy, "legacy")
+    assert wrapper.pool_options == {"max_size": 4}
+    assert list(wrapper.settings_dict["OPTIONS"]) == ["init_command"]

@@ -40,6 +40,9 @@ DATABASES = {
 # A pool of one, quick to time out and to warn: the 503 and the hold warning.
 DATABASES["pg_tiny"] = {**_alias(PG_URL, None, mirror="pg"), "OPTIONS": {
     "max_size": 1, "timeout": 0.3, "hold_warning": 0.2}}
+# Django's ATOMIC_REQUESTS and AUTOCOMMIT = False, on the pool.
+DATABASES["pg_atomic"] = {**_alias(PG_URL, None, mirror="pg"), "ATOMIC_REQUESTS": True}
+DATABASES["my_manual"] = {**_alias(MY_URL, None, mirror="my"), "AUTOCOMMIT": False}
 # Nothing listens there: a refused connect.
 DATABASES["pg_down"] = database("postgresql://postgres@127.0.0.1:1/nowhere", timeout=1.0)
 if os.environ.get("DATABASE_URL"):

@@ -90,6 +90,10 @@ def action(request, alias, action):
         with transaction.atomic(using=alias):
             Entry.objects.using(alias).create(name="error", message="x")
             raise RuntimeError("the view failed")
+    elif action == "write":  # a write, then maybe a failure; no transaction handling
+        Entry.objects.using(alias).create(name="write", message="x")
+        if request.GET.get("fail"):
+            raise RuntimeError("the view failed after writing")
     elif action == "lock":  # select_for_update in atomic
         with transaction.atomic(using=alias):
             entry = Entry.objects.using(alias).create(name="lock", message="x")
