@@ -41,7 +41,9 @@ DATABASES = {
 DATABASES["pg_tiny"] = {**_alias(PG_URL, None, mirror="pg"), "OPTIONS": {
     "max_size": 1, "timeout": 0.3, "hold_warning": 0.2}}
 # Django's ATOMIC_REQUESTS and AUTOCOMMIT = False, on the pool.
-DATABASES["pg_atomic"] = {**_alias(PG_URL, None, mirror="pg"), "ATOMIC_REQUESTS": True}
+if not os.environ.get("WSGIPOOL_DJANGO_FAST_MIGRATE"):  # (not under manage.py test,
+    # whose tests would have to declare it: every request opens a transaction on it)
+    DATABASES["pg_atomic"] = {**_alias(PG_URL, None, mirror="pg"), "ATOMIC_REQUESTS": True}
 DATABASES["my_manual"] = {**_alias(MY_URL, None, mirror="my"), "AUTOCOMMIT": False}
 # Nothing listens there: a refused connect.
 DATABASES["pg_down"] = database("postgresql://postgres@127.0.0.1:1/nowhere", timeout=1.0)

@@ -263,6 +263,15 @@ class PooledWrapperMixin:
             finally:
                 pool.checkin(entry)  # type: ignore[union-attr]
 
+    def close_if_unusable_or_obsolete(self) -> None:
+        """End of request (``CONN_MAX_AGE = 0``): give the connection back. Django would
+        first check a connection that saw an error with a round trip; the pool's return
+        tells a broken connection locally and discards it."""
+        if self._pool_entry is not None:
+            self.close()
+        else:
+            super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+
     def close(self) -> None:
         returned = self._pool_entry is not None
         super().close()  # type: ignore[misc]
