@@ -103,6 +103,30 @@ def test_close_inside_atomic_gives_back_and_the_wrapper_lets_go(django_site, ali
 
 
 @pytest.mark.parametrize("alias", ALIASES[:2])
+def test_a_session_killed_between_requests_is_discarded(django_site, alias):
+    """The server ends an idle pooled session: the next request fails (no pre_ping),
+    Django's close gives the broken connection back, the pool discards it, and the
+    request after runs on a new session."""
+    pid = call(django_site, f"/t/{alias}/pid")[1]["pid"]
+    broken = pool_stats(alias)["discard_reasons"]["broken"]
+    if alias == "pg":
+        conn = _pg_admin()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    else:
+        conn = _my_admin()
+        conn.cursor().execute(f"KILL CONNECTION {int(pid)}")
+    conn.close()
+    time.sleep(0.1)
+    assert call(django_site, f"/t/{alias}/pid")[0] == 500
+    status, body, _ = call(django_site, f"/t/{alias}/pid")
+    assert status == 200 and body["pid"] != pid
+    stats = pool_stats(alias)
+    assert stats["discard_reasons"]["broken"] + stats["discard_reasons"]["closed"] >= broken + 1
+    assert stats["in_use"] == 0
+
+
+@pytest.mark.parametrize("alias", ALIASES[:2])
 def test_select_for_update(django_site, alias):
     status, body, _ = call(django_site, f"/t/{alias}/lock")
     assert status == 200 and body["locked"] > 0
