@@ -102,10 +102,6 @@ class PooledWrapperMixin:
 
     #: The URL that tells wsgipool which driver reads the connections' state.
     pool_url = ""
-
-    def make_pool_url(self) -> str:
-        """The URL the pool's driver is made from (it never connects with it)."""
-        return self.pool_url
     #: ``OPTIONS`` keys both the pool and Django's own backend read.
     shared_options: frozenset = frozenset()
 
@@ -155,6 +151,10 @@ class PooledWrapperMixin:
     def pool_applies(self) -> bool:
         """Whether this wrapper's connections come from a pool."""
         return self.alias != NO_DB_ALIAS
+
+    def make_pool_url(self) -> str:
+        """The URL the pool's driver is made from (it never connects with it)."""
+        return self.pool_url
 
     def pool_key(self) -> Any:
         """What the alias's pool is made from: another value means another pool."""
