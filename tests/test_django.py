@@ -317,6 +317,9 @@ def test_preload_fork_leaves_the_masters_session_alone(served):
     answer = json.loads(body)
     assert status == 200 and answer["os_pid"] != master_pid
     assert answer["pid"] != master_session
+    # The pool made in the master (open_pools) was found by post_worker_init in the
+    # worker: its budget logged, its first connection opened at boot.
+    assert "pool default opens at most 2 connections" in server.log()
     if kind != "sqlite":
         assert master_session in _sessions(kind)  # still open: the child let it be
         assert get(server.url + "/t/default/pid")[0] == 200

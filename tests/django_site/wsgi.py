@@ -10,6 +10,10 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
 
+import wsgipool.django  # noqa: E402
+
+wsgipool.django.open_pools("default")  # as the example's wsgi.py, for the one served
+
 if os.environ.get("WSGIPOOL_DJANGO_TOUCH_FILE"):
     from django.db import connection  # noqa: E402
 

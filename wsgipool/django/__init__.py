@@ -17,6 +17,6 @@ Django's connection setup (time zone, role, ``init_command``, isolation level,
 ``connection_created``) runs once per real connection. See docs/django.rst.
 """
 
-from .pooling import close_pool, pools, stats
+from .pooling import close_pool, open_pools, pools, stats
 
-__all__ = ["close_pool", "pools", "stats"]
+__all__ = ["close_pool", "open_pools", "pools", "stats"]

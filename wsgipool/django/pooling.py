@@ -51,6 +51,21 @@ def stats() -> Dict[str, Dict[str, Any]]:
     return {alias: pool.stats() for alias, pool in pools().items()}
 
 
+def open_pools(*aliases: str) -> Dict[str, Pool]:
+    """Make the pools of ``aliases`` (default: every pooled alias) now, opening no
+    connection (unless ``min_size``, and not under a server that does it at boot).
+
+    Call it where the WSGI app is loaded (``wsgi.py``): a server's boot hook then finds
+    the pools, as gunicorn's ``post_worker_init`` does to log each worker's connection
+    budget and open its first connections (``min_size``, ``fail_at_boot``).
+    """
+    for alias in aliases or tuple(connections):
+        wrapper = connections[alias]
+        if isinstance(wrapper, PooledWrapperMixin) and wrapper.pool_applies():
+            _pool_for(wrapper)
+    return pools()
+
+
 def close_pool(alias: str) -> None:
     """Close the alias's pool (idle connections now, the rest as they return); the next
     connect makes a new one."""
