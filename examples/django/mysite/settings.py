@@ -63,7 +63,9 @@ def database(url, **pool_options):
     engine = ENGINES[parts.scheme.split("+")[0]]
     if engine.endswith("sqlite3"):
         name = parts.path[1:] if parts.path.startswith("/") else parts.path
-        return {"ENGINE": engine, "NAME": str(BASE_DIR / name), "OPTIONS": pool_options}
+        # A test database in a file too: one in memory would not be pooled.
+        return {"ENGINE": engine, "NAME": str(BASE_DIR / name), "OPTIONS": pool_options,
+                "TEST": {"NAME": str(BASE_DIR / f"test_{Path(name).name}")}}
     return {
         "ENGINE": engine, "NAME": parts.path.lstrip("/"),
         "USER": unquote(parts.username or ""), "PASSWORD": unquote(parts.password or ""),
