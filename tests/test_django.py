@@ -39,6 +39,7 @@ def django_site():
     _require("postgresql")
     _require("mysql")
     pytest.importorskip("django")
+    os.environ["WSGIPOOL_DJANGO_WITH_ATOMIC"] = "1"
     app = set_up_django()
     yield app
     from django.db import connections
@@ -261,6 +262,7 @@ def served(request, django_site, tmp_path_factory):
     work = tmp_path_factory.mktemp(f"django-{kind}")
     touch = str(work / "master")
     env = dict(ENV, DATABASE_URL=url, WORKERS="1", THREADS="4", POOL_MAX_SIZE="2",
+               WSGIPOOL_DJANGO_WITH_ATOMIC="",
                WSGIPOOL_DJANGO_TOUCH_FILE=touch,
                PYTHONPATH=EXAMPLE, DJANGO_SETTINGS_MODULE="django_site.settings")
     server = Gunicorn("django_site.wsgi:application", "-c",
@@ -364,6 +366,7 @@ def test_djangos_test_runner_creates_and_drops_through_the_backends(django_site)
                WSGIPOOL_DJANGO_FAST_MIGRATE="1",
                PYTHONPATH=os.pathsep.join([EXAMPLE, os.path.join(ROOT, "tests"), ROOT]))
     env.pop("DATABASE_URL", None)
+    env.pop("WSGIPOOL_DJANGO_WITH_ATOMIC", None)
     done = subprocess.run([sys.executable, "manage.py", "test", "guestbook", "--noinput"],
                           cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

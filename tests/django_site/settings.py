@@ -41,8 +41,8 @@ DATABASES = {
 DATABASES["pg_tiny"] = {**_alias(PG_URL, None, mirror="pg"), "OPTIONS": {
     "max_size": 1, "timeout": 0.3, "hold_warning": 0.2}}
 # Django's ATOMIC_REQUESTS and AUTOCOMMIT = False, on the pool.
-if not os.environ.get("WSGIPOOL_DJANGO_FAST_MIGRATE"):  # (not under manage.py test,
-    # whose tests would have to declare it: every request opens a transaction on it)
+if os.environ.get("WSGIPOOL_DJANGO_WITH_ATOMIC"):  # the in-process tests only: Django
+    # opens a transaction on it around every view, whichever database the view uses
     DATABASES["pg_atomic"] = {**_alias(PG_URL, None, mirror="pg"), "ATOMIC_REQUESTS": True}
 DATABASES["my_manual"] = {**_alias(MY_URL, None, mirror="my"), "AUTOCOMMIT": False}
 # Nothing listens there: a refused connect.
