@@ -465,3 +465,18 @@ def test_docs_settings_snippet(django_site):
     wrapper = load_backend(legacy["ENGINE"]).DatabaseWrapper(legacy, "legacy")
     assert wrapper.pool_options == {"max_size": 4}
     assert list(wrapper.settings_dict["OPTIONS"]) == ["init_command"]
+
+
+def test_postgresql_backend_on_psycopg2(django_site):
+    """Where psycopg 3 is not installed, Django (and so wsgipool's backend) uses
+    psycopg2: the same reuse, and a request's transaction and isolation level left
+    behind do not reach the next."""
+    env = dict(os.environ, PG_DB=PG_DB,
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT]))
+    done = subprocess.run([sys.executable, "-m", "django_site.psycopg2_check"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout)
+    assert seen["psycopg3"] is False and seen["driver"] == "psycopg2"
+    assert len(set(seen["pids"])) == 1 and seen["connects"] == 1
+    assert seen["isolation"] == "read committed" and seen["autocommit"] is True

@@ -15,6 +15,8 @@ from ..pooling import PooledWrapperMixin, creation_class
 # The driver-side session flags after autocommit, in the order wsgipool's driver keeps
 # them in a connection's connect-time flags.
 _FLAGS = (("read_only" if is_psycopg3 else "readonly"), "isolation_level", "deferrable")
+# libpq's transaction statuses, the same numbers in both drivers.
+_IDLE, _INTRANS, _INERROR = 0, 2, 3
 
 
 class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
@@ -38,11 +40,21 @@ class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
 
     def prepare_return(self, entry: Any) -> None:
         # A request that set the driver's isolation level, read-only or deferrable flag
-        # must not hand it to the next: each is local, so restoring costs no round trip
-        # (and is allowed only outside a transaction; a session reset covers the rest).
+        # must not hand it to the next. Each is local (no round trip), but the drivers
+        # accept a change only outside a transaction: one left open is rolled back
+        # first, as the pool would have done anyway.
         conn = entry.conn
-        if conn.closed or conn.info.transaction_status != 0:  # 0: IDLE, in both drivers
+        if conn.closed:
             return
-        for name, value in zip(_FLAGS, entry.flags[1:]):
-            if getattr(conn, name) != value:
-                setattr(conn, name, value)
+        changed = [(name, value) for name, value in zip(_FLAGS, entry.flags[1:])
+                   if getattr(conn, name) != value]
+        if not changed:
+            return
+        status = conn.info.transaction_status
+        if status in (_INTRANS, _INERROR):
+            conn.rollback()
+            status = conn.info.transaction_status
+        if status != _IDLE:  # busy, or still in a transaction: the pool decides
+            return
+        for name, value in changed:
+            setattr(conn, name, value)
