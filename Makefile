@@ -1,6 +1,8 @@
 # make demo: the guestbook on http://127.0.0.1:8000, on SQLite (examples/guestbook.db);
 #   DATABASE_URL=postgresql://postgres@127.0.0.1/test make demo switches it to a server.
 #   It needs Python 3.9+ and nothing else: its own small venv, no system packages.
+# make django-demo: the same guestbook as a Django project (examples/django: the ORM, a
+#   migration, the admin) on wsgipool's Django backends; DATABASE_URL switches it the same way.
 # make test: the test suite against PostgreSQL, MariaDB and SQLite
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,11 +13,13 @@ comma := ,
 # The demo's extras: gunicorn, and the driver its DATABASE_URL names (SQLite: none).
 DEMO_EXTRAS := demo$(if $(filter postgresql+psycopg%,$(DATABASE_URL)),$(comma)psycopg,$(if $(filter postgres%,$(DATABASE_URL)),$(comma)postgresql))$(if $(filter mysql+pymysql% mariadb+pymysql%,$(DATABASE_URL)),$(comma)pymysql,$(if $(filter mysql% mariadb%,$(DATABASE_URL)),$(comma)mysql))
 DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
+DJANGO_DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))-django
 
-.PHONY: help venv test demo bench clean
+.PHONY: help venv test demo django-demo bench clean
 
 help:
 	@echo "make demo   serve examples/guestbook.py on http://127.0.0.1:8000 (SQLite by default)"
+	@echo "make django-demo  serve examples/django (Django's ORM and admin) on :8000"
 	@echo "make test   run the test suite (PostgreSQL, MariaDB, SQLite)"
 	@echo "make bench  run the benchmarks against the peers"
 	@echo "make venv   create $(VENV) with the package and its test extras"
@@ -44,11 +48,22 @@ demo: $(DEMO_STAMP)
 	cd examples && ../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
 		-b 127.0.0.1:8000 --access-logfile - guestbook:app
 
+$(DJANGO_DEMO_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install -q -e '.[$(DEMO_EXTRAS),django]'
+	touch $(DJANGO_DEMO_STAMP)
+
+django-demo: $(DJANGO_DEMO_STAMP)
+	cd examples/django && ../../$(DEMO_VENV)/bin/python manage.py migrate --noinput && \
+		../../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
+		-b 127.0.0.1:8000 --access-logfile - mysite.wsgi
+
 bench: $(STAMP)
 	./.ci/system-deps --bench
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
+	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-* examples/django/*.db
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

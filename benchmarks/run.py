@@ -6,7 +6,8 @@
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
 and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi), ``remote``
-(the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py).
+(the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py),
+``django`` (round trips and time per request against Django's own connection handling).
 The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
@@ -21,10 +22,12 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, contention, cycle, e2e, middleware, remote, servers  # noqa: E402
+from benchmarks import (  # noqa: E402
+    common, contention, cycle, django, e2e, middleware, remote, servers,
+)
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run, "servers": servers.run, "remote": remote.run}
+            "e2e": e2e.run, "servers": servers.run, "remote": remote.run, "django": django.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
