@@ -2,9 +2,13 @@
 #   DATABASE_URL=postgresql://postgres@127.0.0.1/test make demo switches it to a server.
 #   It needs Python 3.9+ and nothing else: its own small venv, no system packages.
 # make test: the test suite against PostgreSQL, MariaDB and SQLite
+# make docs: the Sphinx site in docs/_build/html (its own venv: no database, no driver)
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_VENV ?= .venv-demo
+DOCS_VENV ?= .venv-docs
+# Where make docs writes the site; .ci/run points it at a temporary directory.
+DOCS_OUT ?= docs/_build/html
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 comma := ,
@@ -12,11 +16,12 @@ comma := ,
 DEMO_EXTRAS := demo$(if $(filter postgresql+psycopg%,$(DATABASE_URL)),$(comma)psycopg,$(if $(filter postgres%,$(DATABASE_URL)),$(comma)postgresql))$(if $(filter mysql+pymysql% mariadb+pymysql%,$(DATABASE_URL)),$(comma)pymysql,$(if $(filter mysql% mariadb%,$(DATABASE_URL)),$(comma)mysql))
 DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
 
-.PHONY: help venv test demo bench clean
+.PHONY: help venv test demo docs bench clean
 
 help:
 	@echo "make demo   serve examples/guestbook.py on http://127.0.0.1:8000 (SQLite by default)"
 	@echo "make test   run the test suite (PostgreSQL, MariaDB, SQLite)"
+	@echo "make docs   build the documentation into $(DOCS_OUT)"
 	@echo "make bench  run the benchmarks against the peers"
 	@echo "make venv   create $(VENV) with the package and its test extras"
 	@echo "make clean  remove the virtual environment and build files"
@@ -44,10 +49,21 @@ demo: $(DEMO_STAMP)
 	cd examples && ../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
 		-b 127.0.0.1:8000 --access-logfile - guestbook:app
 
+# Warnings are errors (-W), every one reported (--keep-going), every reference checked (-n).
+$(DOCS_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install -q -e '.[docs]'
+	touch $(DOCS_VENV)/.installed
+
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/python -m sphinx -b html -W --keep-going -n -q docs $(DOCS_OUT)
+	@echo "The documentation is in $(DOCS_OUT): open $(abspath $(DOCS_OUT))/index.html"
+
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
+	rm -rf $(VENV) $(DEMO_VENV) $(DOCS_VENV) docs/_build build dist *.egg-info .pytest_cache examples/*.db examples/*.db-*
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -11,7 +11,7 @@ Usage, in ``gunicorn.conf.py``::
 
 and in the app module, ``app = PoolMiddleware(app)``: the URL and options come from here
 (or from ``DATABASE_URL``). With ``configure(..., wrap_app=True)`` the app module needs no
-change at all: ``post_worker_init`` wraps the loaded app in :class:`PoolMiddleware`.
+change at all: ``post_worker_init`` wraps the loaded app in :class:`~wsgipool.PoolMiddleware`.
 
 The hooks have exactly gunicorn's arity. A config that has its own hook calls ours from it::
 
@@ -44,7 +44,7 @@ def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_optio
     """Record the database settings for ``PoolMiddleware(app)`` in the workers.
 
     :param url: the database URL; ``None`` leaves it to ``DATABASE_URL``.
-    :param wrap_app: wrap the loaded app in :class:`PoolMiddleware` from
+    :param wrap_app: wrap the loaded app in :class:`~wsgipool.PoolMiddleware` from
         ``post_worker_init``, so the app code needs no change.
     :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...),
         checked now so a typo stops gunicorn at startup.
