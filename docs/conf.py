@@ -39,7 +39,7 @@ nitpick_ignore_regex = [
     ("py:class", r"(_typeshed\.wsgi\.)?(WSGIApplication|WSGIEnvironment|StartResponse)"),
     ("py:class", r"wsgipool\.(pool\.PooledConnection|pool\._Lease|request\.\w+|"
                  r"prometheus\.MultiProcessMirror|stats\.\w+|drivers\.\w+)"),
-    ("py:class", r"(PooledConnection|_Lease|RequestConnections|Pool|HoldClock)"),
+    ("py:class", r"'?(PooledConnection|_Lease|RequestConnections|Pool|HoldClock)'?"),
     ("py:mod", r"wsgipool\.(housekeeping|process|watchdog|options|drivers|request)"),
     ("py:class", r"(re\.)?Match\[str\]|collections\.abc\.\w+|typing\.\w+"),
 ]

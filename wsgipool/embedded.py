@@ -91,7 +91,11 @@ _checks_after_fork: List[Any] = []
 
 
 def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
-    """How many processes serve this app, and threads in each, as Apache says."""
+    """How many processes serve this app, and threads in each, as the server says.
+
+    :returns: ``(processes, threads)`` under mod_wsgi, mod_python and uWSGI;
+        ``(None, None)`` elsewhere or when the server's module cannot tell.
+    """
     server = running_in()
     try:
         if server == "mod_wsgi":
@@ -117,7 +121,13 @@ def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
 
 
 def budget_line(pool: Any) -> None:
-    """The startup line: this pool's bound, per process and for all of Apache."""
+    """The startup line: this pool's bound, per process and for all of the server's
+    processes; a warning when a process has more threads than connections.
+
+    Called for each new pool inside Apache or uWSGI; nothing to call yourself.
+
+    :param pool: a :class:`~wsgipool.Pool`.
+    """
     processes, threads = processes_and_threads()
     if processes is None:
         log.info("pool %s opens at most %d connections in pid %d", pool.name,

@@ -46,10 +46,17 @@ def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_optio
     :param url: the database URL; ``None`` leaves it to ``DATABASE_URL``.
     :param wrap_app: wrap the loaded app in :class:`~wsgipool.PoolMiddleware` from
         ``post_worker_init``, so the app code needs no change.
-    :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...),
-        checked now so a typo stops gunicorn at startup.
+    :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...)
+        and the middleware's (``lazy``, ``transaction``, ``databases``...), as
+        :func:`wsgipool.configure` takes them, checked now so a typo stops gunicorn at
+        startup.
 
     gunicorn re-runs its config file on ``SIGHUP``; calling this again replaces the settings.
+
+    :raises TypeError: ``wrap_app`` is not a bool, or an option is unknown (the message
+        names the closest) or of the wrong type.
+    :raises wsgipool.ConfigurationError: a bad URL or option value: gunicorn stops
+        before it starts a worker.
     """
     global _wrap_app
     if not isinstance(wrap_app, bool):
@@ -69,7 +76,15 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """gunicorn ``post_worker_init``: wrap the app if asked, log the connection budget,
-    and open each pool's first connections (:meth:`~wsgipool.Pool.check_at_boot`)."""
+    and open each pool's first connections (:meth:`~wsgipool.Pool.check_at_boot`).
+
+    It also sends ``wsgipool.*`` log records to gunicorn's error log (unless the app set
+    up logging) and, with ``PROMETHEUS_MULTIPROC_DIR`` set, starts the Prometheus
+    mirror.
+
+    :raises wsgipool.ConnectError: a pool with ``fail_at_boot=True`` could not connect:
+        the worker fails to boot, and gunicorn stops.
+    """
     _share_gunicorn_log(worker)
     if _wrap_app and not isinstance(worker.wsgi, PoolMiddleware):
         worker.wsgi = PoolMiddleware(worker.wsgi)
