@@ -389,3 +389,18 @@ def test_readme_renders_without_a_warning():
             file.read(),
             settings_overrides={"halt_level": 2, "report_level": 2, "warning_stream": False})
     assert "hello from the database" in tree.astext()
+
+
+def test_docstring_examples_that_print_run_as_written():
+    """The API reference's ``>>>`` examples (doctest), run against the code."""
+    import doctest
+
+    import wsgipool.urls
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(verbose=False)
+    examples = 0
+    for test in finder.find(wsgipool.urls.redact_url, "redact_url",
+                            globs={"redact_url": wsgipool.urls.redact_url}):
+        examples += len(test.examples)
+        runner.run(test)
+    assert examples >= 1 and runner.summarize(verbose=False).failed == 0
