@@ -12,7 +12,8 @@ recycling):
   given to ``mod_python.apache.register_cleanup`` at child exit, so the same exit
   handler is registered there.
 * uWSGI workers run ``atexit`` (stop, reload, ``--max-requests``); its master runs no
-  exit hook at all, so whatever the master opened is dropped (see the README).
+  exit hook at all, so whatever the master opened is dropped (see *Servers* in the
+  documentation).
 
 Each gets a startup line per pool: the most connections this process, and all of the
 server's processes together, can open. Python's logging is not set up inside these
