@@ -49,7 +49,8 @@ demo: $(DEMO_STAMP)
 	cd examples && ../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
 		-b 127.0.0.1:8000 --access-logfile - guestbook:app
 
-# Warnings are errors (-W), every one reported (--keep-going), every reference checked (-n).
+# Warnings are errors (-W), every one reported (--keep-going), every reference checked
+# (-n); -E reads everything afresh, so the options table always follows the code.
 $(DOCS_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
@@ -57,7 +58,7 @@ $(DOCS_VENV)/.installed: setup.cfg pyproject.toml
 	touch $(DOCS_VENV)/.installed
 
 docs: $(DOCS_VENV)/.installed
-	$(DOCS_VENV)/bin/python -m sphinx -b html -W --keep-going -n -q docs $(DOCS_OUT)
+	$(DOCS_VENV)/bin/python -m sphinx -b html -E -W --keep-going -n -q docs $(DOCS_OUT)
 	@echo "The documentation is in $(DOCS_OUT): open $(abspath $(DOCS_OUT))/index.html"
 
 bench: $(STAMP)

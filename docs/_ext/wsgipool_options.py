@@ -72,20 +72,37 @@ def _default(name: str) -> str:
     return "none"
 
 
-def _setting_names(name: str, places: List[str]) -> str:
-    """How the option is spelt as a server setting and in an ini file."""
+# How each place reads in the table's "where" column.
+_LABELS = {"Pool()": "``Pool()``", "PoolMiddleware()": "``PoolMiddleware()``",
+           "configure()": "``configure()``", "gunicorn": "gunicorn",
+           "WSGIPOOL_*": "text settings", "ini": "ini files"}
+
+
+def _where(name: str, places: List[str]) -> str:
+    """The places, short: "everywhere", "everywhere but ...", or the list; then how the
+    option is spelt where its name differs (environment variables, ini keys)."""
     from wsgipool import settings
 
+    missing = [place for place in PLACES if place not in places]
+    if not missing:
+        text = "everywhere"
+    elif len(places) == 1:
+        text = _LABELS[places[0]] + " only"
+    elif len(missing) <= 2:
+        text = "everywhere but " + " and ".join(_LABELS[place] for place in missing)
+    else:
+        text = ", ".join(_LABELS[place] for place in places)
     spelt = []
     if "WSGIPOOL_*" in places:
         spelt.append(f"``{settings.ENV_VAR if name == 'url' else 'WSGIPOOL_' + name.upper()}``")
-    if "ini" in places:
-        spelt.append("``database.<name>``" if name == "databases" else f"``{name}``")
-    return spelt
+    if "ini" in places and name == "databases":
+        spelt.append("ini ``database.<name>``")
+    return text + ("; " + ", ".join(spelt) if spelt else "")
 
 
 def option_rows() -> List[Dict[str, str]]:
-    """One row per option: name, units, default, meaning, places (as reStructuredText).
+    """One row per option: name, units, default, meaning, where (reStructuredText), and
+    ``places``, the list of :data:`PLACES` that accept it.
 
     :raises MissingDescription: an accepted option has no description, or a
         description names no option the code accepts.
@@ -104,28 +121,21 @@ def option_rows() -> List[Dict[str, str]]:
     rows = []
     for name, where in places.items():
         units, meaning = DESCRIPTIONS[name]
-        entry_points = [p for p in where if p not in ("WSGIPOOL_*", "ini")]
-        spelt = _setting_names(name, where)
-        rows.append({
-            "name": f"``{name}``", "units": units, "default": _default(name),
-            "meaning": meaning,
-            "where": ", ".join(f"``{p}``" if p.endswith("()") else p for p in entry_points)
-                     + ("; as text: " + ", ".join(spelt) if spelt else ""),
-            "places": where,
-        })
+        rows.append({"name": f"``{name}``", "units": units, "default": _default(name),
+                     "meaning": meaning, "where": _where(name, where), "places": where})
     return rows
 
 
 def table_rst() -> List[str]:
-    """The table as reStructuredText lines (a ``list-table``)."""
-    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 16 14 12 38 20",
+    """The table as reStructuredText lines (a ``list-table`` of three columns, narrow
+    enough for the page: the units and default sit under the option's name)."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 28 47 25",
              "   :class: wsgipool-options", "",
-             "   * - option", "     - units", "     - default", "     - meaning",
-             "     - where it can be set"]
+             "   * - option: units; default", "     - meaning", "     - where it can be set"]
     for row in option_rows():
-        lines.append(f"   * - {row['name']}")
-        for key in ("units", "default", "meaning", "where"):
-            lines.append(f"     - {row[key]}")
+        lines += [f"   * - {row['name']}", "",
+                  f"       {row['units']}; default {row['default']}",
+                  f"     - {row['meaning']}", f"     - {row['where']}"]
     return lines
 
 
