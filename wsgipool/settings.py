@@ -1,7 +1,7 @@
 """Where ``PoolMiddleware(app)`` finds its database when the app code names none.
 
 Servers keep their settings in their own files (a gunicorn config, an Apache
-``SetEnv``); :func:`configure` records them there, and ``DATABASE_URL`` is the
+``SetEnv``); :func:`wsgipool.configure` records them there, and ``DATABASE_URL`` is the
 twelve-factor fallback. The app module then needs no URL of its own.
 """
 
