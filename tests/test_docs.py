@@ -404,3 +404,73 @@ def test_docstring_examples_that_print_run_as_written():
         examples += len(test.examples)
         runner.run(test)
     assert examples >= 1 and runner.summarize(verbose=False).failed == 0
+
+
+# -- the API reference reads well on its own ------------------------------------------------
+
+# The public modules beyond wsgipool.__all__, and the names the API reference shows.
+PUBLIC = {
+    "wsgipool.gunicorn": ["configure", "post_fork", "post_worker_init", "worker_exit", "on_exit"],
+    "wsgipool.embedded": ["running_in", "processes_and_threads", "budget_line"],
+    "wsgipool.paste": ["filter_factory"],
+    "wsgipool.webob": ["db", "databases", "Request"],
+    "wsgipool.prometheus": ["PoolCollector", "MultiProcessMirror", "start_multiprocess_mirror",
+                            "sync_now", "child_exit"],
+    "wsgipool.exporters": ["StatsApp", "as_json", "as_prometheus", "pool_label",
+                           "wants_prometheus"],
+    "wsgipool.settings": ["getenv", "server_setting", "options_from_text"],
+}
+
+
+def _public_callables():
+    import importlib
+    import inspect
+
+    modules = {"wsgipool": [n for n in wsgipool.__all__ if not n.startswith("__")], **PUBLIC}
+    for module_name, names in modules.items():
+        if module_name == "wsgipool.webob":
+            with warnings.catch_warnings():  # WebOb imports cgi, deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pytest.importorskip("webob")
+        if module_name == "wsgipool.prometheus":
+            pytest.importorskip("prometheus_client")
+        module = importlib.import_module(module_name)
+        for name in names:
+            obj = getattr(module, name)
+            yield f"{module_name}.{name}", obj
+            if inspect.isclass(obj) and not issubclass(obj, BaseException):
+                for attribute, member in vars(obj).items():
+                    if not attribute.startswith("_") and inspect.isfunction(member):
+                        yield f"{module_name}.{name}.{attribute}", member
+    for attribute in ("open", "check_at_boot"):  # Pool's, from its housekeeping mixin
+        yield f"wsgipool.Pool.{attribute}", getattr(Pool, attribute)
+
+
+def test_every_public_callable_documents_each_parameter():
+    import inspect
+
+    undocumented = []
+    for name, obj in _public_callables():
+        doc = inspect.getdoc(obj) or ""
+        if not doc:
+            undocumented.append(f"{name}: no docstring")
+            continue
+        if inspect.isclass(obj) and (issubclass(obj, BaseException)
+                                     or "__init__" not in vars(obj)):
+            continue  # its parameters are its base class's
+        for parameter in inspect.signature(obj).parameters:
+            if parameter != "self" and f":param {parameter}:" not in doc \
+                    and f"``{parameter}``" not in doc:
+                undocumented.append(f"{name}: parameter {parameter!r}")
+    assert not undocumented, "\n".join(undocumented)
+
+
+@pytest.mark.parametrize("obj", [Pool, PoolMiddleware, wsgipool.configure, wsgipool.connection,
+                                 Pool.connection, Pool.checkout],
+                         ids=lambda obj: obj.__qualname__)
+def test_main_entry_points_show_an_example_and_what_they_raise(obj):
+    import inspect
+
+    doc = inspect.getdoc(obj)
+    assert "::" in doc or ">>>" in doc, "no example"
+    assert ":raises " in doc, "does not say what it raises"

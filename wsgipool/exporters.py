@@ -183,7 +183,10 @@ class StatsApp:
 
 
 def wants_prometheus(environ: "WSGIEnvironment") -> bool:
-    """Whether a stats request asks for Prometheus text rather than JSON."""
+    """Whether a stats request asks for Prometheus text rather than JSON.
+
+    :param environ: the request's WSGI environ (``QUERY_STRING``, ``HTTP_ACCEPT``).
+    """
     if "format=prometheus" in environ.get("QUERY_STRING", ""):
         return True
     accept = environ.get("HTTP_ACCEPT", "")

@@ -66,7 +66,8 @@ def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_optio
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """gunicorn ``post_fork``: nothing to do yet.
+    """gunicorn ``post_fork``: nothing to do yet (``server`` is gunicorn's arbiter,
+    ``worker`` the new worker).
 
     Under gevent this runs before monkey-patching, so no lock or connection may be made
     here; the fork hook already made inherited connections harmless, and each pool
@@ -81,6 +82,9 @@ def post_worker_init(worker: Any) -> None:
     It also sends ``wsgipool.*`` log records to gunicorn's error log (unless the app set
     up logging) and, with ``PROMETHEUS_MULTIPROC_DIR`` set, starts the Prometheus
     mirror.
+
+    :param worker: the gunicorn worker that has just loaded the app (its ``wsgi``,
+        ``cfg`` and ``log`` are read; ``wsgi`` is replaced when ``wrap_app=True``).
 
     :raises wsgipool.ConnectError: a pool with ``fail_at_boot=True`` could not connect:
         the worker fails to boot, and gunicorn stops.
@@ -134,7 +138,11 @@ def _share_gunicorn_log(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn ``worker_exit``: close this worker's connections before it exits."""
+    """gunicorn ``worker_exit``: close this worker's connections before it exits.
+
+    :param server: gunicorn's arbiter (not used).
+    :param worker: the worker that is exiting (not used: the pools are this process's).
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from .prometheus import sync_now
 
@@ -143,5 +151,8 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """gunicorn ``on_exit``: close the master's own connections (opened by a preloaded app)."""
+    """gunicorn ``on_exit``: close the master's own connections (opened by a preloaded app).
+
+    :param server: gunicorn's arbiter (not used).
+    """
     close_process_pools()

@@ -758,6 +758,8 @@ class Pool(Housekeeping, ProcessBound):
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
         checkout, return or ``stats()``.
+
+        :param entry: what :meth:`checkout` returned.
         """
         if entry.generation == self._generation and self._pid == os.getpid():
             self._leaked.append(entry)

@@ -56,6 +56,8 @@ class PoolCollector:
         self._pools = list(pools) if pools is not None else None
 
     def collect(self) -> Iterator[Any]:
+        """prometheus_client's collector method: one metric family per figure, each with
+        a sample per pool, read now."""
         pools = self._pools if self._pools is not None else live_pools()
         families: Dict[str, Any] = {}
         for pool in pools:
@@ -96,6 +98,8 @@ class MultiProcessMirror:
     values live in files shared by the workers; a collector cannot see other processes.
     So each worker adds what changed since its last copy: counters by their increase,
     histogram buckets by their new counts, gauges summed over live workers.
+
+    :param interval: seconds between two copies once :meth:`start` ran; default 1.0.
     """
 
     def __init__(self, interval: float = 1.0) -> None:
@@ -195,6 +199,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
     Import it into ``gunicorn.conf.py`` beside wsgipool's hooks
     (``from wsgipool.prometheus import child_exit``); it runs in the master.
+
+    :param server: gunicorn's arbiter (not used).
+    :param worker: the worker that exited; its ``pid`` is marked dead.
     """
     from prometheus_client import multiprocess
 

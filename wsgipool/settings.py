@@ -188,7 +188,11 @@ def options_from_settings(lookup: Any, where: str,
 
 def server_setting(name: str) -> Optional[str]:
     """A process-wide setting: the environment, else a mod_python ``PythonOption`` given
-    at server level (readable when the app is imported, unlike ``SetEnv``)."""
+    at server level (readable when the app is imported, unlike ``SetEnv``).
+
+    :param name: the setting (``DATABASE_URL``, ``WSGIPOOL_MAX_SIZE``...).
+    :returns: its text, or ``None`` where it is not set.
+    """
     value = getenv(name)
     if value is None and "_apache" in sys.modules:  # inside mod_python
         try:
@@ -208,6 +212,8 @@ def in_apache() -> bool:
 def getenv(name: str) -> Optional[str]:
     """An environment variable, from ``os.environ`` or else from the C environment
     (``None`` when neither has it).
+
+    :param name: the variable's name.
 
     ``os.environ`` is a copy made when Python started. A server that embeds Python and
     sets variables afterwards (uWSGI's ``--env`` under the pyuwsgi wheel) changes only
