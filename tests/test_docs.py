@@ -275,10 +275,10 @@ def test_a_missing_description_stops_the_build(monkeypatch):
     del descriptions["max_idle"]
     descriptions["max_retired"] = ("seconds", "an option the code does not have")
     monkeypatch.setattr(options, "DESCRIPTIONS", descriptions)
-    with pytest.raises(wsgipool_options.MissingDescription,
-                       match=r"no description for max_idle; a description for no option: "
-                             r"max_retired"):
+    with pytest.raises(wsgipool_options.MissingDescription) as failure:
         wsgipool_options.table_rst()
+    assert re.search(r"no description for (.*, )?max_idle\b", str(failure.value))
+    assert "a description for no option: max_retired" in str(failure.value)
 
 
 def _app(environ, start_response):

@@ -142,7 +142,6 @@ def table_rst() -> List[str]:
 def setup(app: Any) -> Dict[str, Any]:
     from docutils import nodes
     from docutils.statemachine import StringList
-    from sphinx.errors import ExtensionError
     from sphinx.util.docutils import SphinxDirective
 
     class OptionsTable(SphinxDirective):
@@ -152,7 +151,9 @@ def setup(app: Any) -> Dict[str, Any]:
             try:
                 lines = table_rst()
             except MissingDescription as exc:
-                raise ExtensionError(str(exc)) from None
+                # An error on the page's line: sphinx-build -W (make docs, CI) fails on it.
+                raise self.error(f"{exc}; add its line to DESCRIPTIONS in "
+                                 "wsgipool/options.py") from None
             container = nodes.container()
             self.state.nested_parse(StringList(lines, source="wsgipool.options"),
                                     self.content_offset, container)
