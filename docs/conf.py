@@ -48,4 +48,3 @@ exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"wsgipool {release}"
 html_static_path = []
-pygments_style = "sphinx"
