@@ -326,8 +326,12 @@ def _set_in(place, name, value, text, monkeypatch):
             else:
                 made.append(PoolMiddleware(_app, "sqlite://", **{name: value}))
         elif place in ("configure()", "gunicorn"):
-            configure = wsgipool.configure if place == "configure()" else wsgipool.gunicorn.configure
-            configure(value) if name == "url" else configure("sqlite://", **{name: value})
+            configure = (wsgipool.configure if place == "configure()"
+                         else wsgipool.gunicorn.configure)
+            if name == "url":
+                configure(value)
+            else:
+                configure("sqlite://", **{name: value})
         elif place == "WSGIPOOL_*":
             variable = settings.ENV_VAR if name == "url" else "WSGIPOOL_" + name.upper()
             monkeypatch.setenv(settings.ENV_VAR, "sqlite://")
