@@ -75,7 +75,14 @@ def test_every_code_block_is_run_by_a_test_or_says_why_not():
             elif not snippet(name).strip():
                 problems.append(f"{where}: snippet {name!r} is empty as tests/readme.py "
                                 "reads it")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    marked = []
+    for page in pages():
+        with open(page, encoding="utf-8") as file:
+            marked += re.findall(r"^ *\.\. snippet: (\S+)$", file.read(), re.MULTILINE)
+    dangling = sorted(set(marked) - set(names))
+    if dangling:
+        problems.append(f"'.. snippet:' markers with no code block after them: {dangling}")
+    duplicates = sorted({name for name in marked if marked.count(name) > 1})
     if duplicates:
         problems.append(f"snippet names used twice: {duplicates}")
     assert not problems, "\n".join(problems)
