@@ -4,9 +4,13 @@
 # make django-demo: the same guestbook as a Django project (examples/django: the ORM, a
 #   migration, the admin) on wsgipool's Django backends; DATABASE_URL switches it the same way.
 # make test: the test suite against PostgreSQL, MariaDB and SQLite
+# make docs: the Sphinx site in docs/_build/html (its own venv: no database, no driver)
 PYTHON ?= python3
 VENV ?= .venv
 DEMO_VENV ?= .venv-demo
+DOCS_VENV ?= .venv-docs
+# Where make docs writes the site; .ci/run points it at a temporary directory.
+DOCS_OUT ?= docs/_build/html
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 comma := ,
@@ -15,12 +19,13 @@ DEMO_EXTRAS := demo$(if $(filter postgresql+psycopg%,$(DATABASE_URL)),$(comma)ps
 DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
 DJANGO_DEMO_STAMP := $(DEMO_VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))-django
 
-.PHONY: help venv test demo django-demo bench clean
+.PHONY: help venv test demo django-demo docs bench clean
 
 help:
 	@echo "make demo   serve examples/guestbook.py on http://127.0.0.1:8000 (SQLite by default)"
 	@echo "make django-demo  serve examples/django (Django's ORM and admin) on :8000"
 	@echo "make test   run the test suite (PostgreSQL, MariaDB, SQLite)"
+	@echo "make docs   build the documentation into $(DOCS_OUT)"
 	@echo "make bench  run the benchmarks against the peers"
 	@echo "make venv   create $(VENV) with the package and its test extras"
 	@echo "make clean  remove the virtual environment and build files"
@@ -59,11 +64,23 @@ django-demo: $(DJANGO_DEMO_STAMP)
 		../../$(DEMO_VENV)/bin/gunicorn --no-control-socket -c gunicorn.conf.py \
 		-b 127.0.0.1:8000 --access-logfile - mysite.wsgi
 
+# Warnings are errors (-W), every one reported (--keep-going), every reference checked
+# (-n); -E reads everything afresh, so the options table always follows the code.
+$(DOCS_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install -q -e '.[docs]'
+	touch $(DOCS_VENV)/.installed
+
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/python -m sphinx -b html -E -W --keep-going -n -q docs $(DOCS_OUT)
+	@echo "The documentation is in $(DOCS_OUT): open $(abspath $(DOCS_OUT))/index.html"
+
 bench: $(STAMP)
 	./.ci/system-deps --bench
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache examples/*.db examples/*.db-* examples/django/*.db
+	rm -rf $(VENV) $(DEMO_VENV) $(DOCS_VENV) docs/_build build dist *.egg-info .pytest_cache examples/*.db examples/*.db-* examples/django/*.db
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

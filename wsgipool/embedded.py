@@ -12,7 +12,8 @@ recycling):
   given to ``mod_python.apache.register_cleanup`` at child exit, so the same exit
   handler is registered there.
 * uWSGI workers run ``atexit`` (stop, reload, ``--max-requests``); its master runs no
-  exit hook at all, so whatever the master opened is dropped (see the README).
+  exit hook at all, so whatever the master opened is dropped (see *Servers* in the
+  documentation).
 
 Each gets a startup line per pool: the most connections this process, and all of the
 server's processes together, can open. Python's logging is not set up inside these
@@ -91,7 +92,11 @@ _checks_after_fork: List[Any] = []
 
 
 def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
-    """How many processes serve this app, and threads in each, as Apache says."""
+    """How many processes serve this app, and threads in each, as the server says.
+
+    :returns: ``(processes, threads)`` under mod_wsgi, mod_python and uWSGI;
+        ``(None, None)`` elsewhere or when the server's module cannot tell.
+    """
     server = running_in()
     try:
         if server == "mod_wsgi":
@@ -117,7 +122,13 @@ def processes_and_threads() -> Tuple[Optional[int], Optional[int]]:
 
 
 def budget_line(pool: Any) -> None:
-    """The startup line: this pool's bound, per process and for all of Apache."""
+    """The startup line: this pool's bound, per process and for all of the server's
+    processes; a warning when a process has more threads than connections.
+
+    Called for each new pool inside Apache or uWSGI; nothing to call yourself.
+
+    :param pool: a :class:`~wsgipool.Pool`.
+    """
     processes, threads = processes_and_threads()
     if processes is None:
         log.info("pool %s opens at most %d connections in pid %d", pool.name,

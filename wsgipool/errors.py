@@ -2,7 +2,7 @@
 
 
 class PoolError(Exception):
-    """Base class of every error raised by wsgipool."""
+    """Base class of every error raised by wsgipool: ``except wsgipool.PoolError``."""
 
 
 class ConfigurationError(PoolError, ValueError):
@@ -10,17 +10,25 @@ class ConfigurationError(PoolError, ValueError):
 
 
 class DriverNotInstalled(ConfigurationError, ImportError):
-    """The DB-API module a URL needs is not installed."""
+    """The DB-API module a URL needs is not installed; the message names the extra to
+    install (``pip install wsgipool[postgresql]``...)."""
 
 
 class PoolTimeout(PoolError):
-    """No connection became free within the pool's ``timeout``."""
+    """No connection became free within the pool's ``timeout``.
+
+    The middleware answers it with ``503 Service Unavailable`` and ``Retry-After``; the
+    ``timeouts`` figure of :meth:`wsgipool.Pool.stats` counts it.
+    """
 
 
 class ConnectError(PoolError):
     """The database refused or could not be reached; the driver's error is ``__cause__``.
 
-    ``logged`` is true when the pool has already logged the cause.
+    The middleware answers it with a 503. While the database refuses, new attempts wait
+    a back-off (0.1 s doubling to 5 s) and checkouts in between raise it at once.
+    ``logged`` is true when the pool has already logged the cause. The message never
+    holds the password.
     """
 
     logged = False

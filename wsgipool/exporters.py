@@ -72,7 +72,14 @@ _LABELS_LOCK = threading.Lock()
 
 
 def pool_label(pool: "Pool") -> str:
-    """The ``pool`` label of ``pool``'s series: its name, made unique among live pools."""
+    """The ``pool`` label of ``pool``'s series: its name, made unique among live pools.
+
+    A second live pool with the same name is labelled ``<name>#2`` (then ``#3``...), with
+    a warning; the label stays the same for the pool's life.
+
+    :param pool: a :class:`~wsgipool.Pool`.
+    :returns: the label, for Prometheus and the JSON stats.
+    """
     label = _LABELS.get(pool)
     if label is not None:
         return label
@@ -96,12 +103,22 @@ pool_module.ON_POOL_CREATED.append(pool_label)
 
 
 def as_json(pools: Iterable["Pool"]) -> Dict[str, Any]:
-    """This process's pools' stats, keyed by :func:`pool_label` (the name, unless shared)."""
+    """This process's pools' stats, keyed by :func:`pool_label` (the name, unless shared).
+
+    :param pools: the pools to report.
+    :returns: ``{"pid": <this process>, "pools": {label: Pool.stats()}}``, ready for
+        ``json.dumps``.
+    """
     return {"pid": os.getpid(), "pools": {pool_label(pool): pool.stats() for pool in pools}}
 
 
 def as_prometheus(pools: Iterable["Pool"]) -> str:
-    """This process's pools' stats in the Prometheus text exposition format (0.0.4)."""
+    """This process's pools' stats in the Prometheus text exposition format (0.0.4).
+
+    :param pools: the pools to report.
+    :returns: the text: counters, gauges, discards by ``reason``, and the wait, hold
+        and connect time histograms, each series labelled by ``pool``.
+    """
     samples: Dict[str, List[str]] = {}
     kinds: Dict[str, Tuple[str, str]] = {}
     for pool in pools:
@@ -133,7 +150,19 @@ def as_prometheus(pools: Iterable["Pool"]) -> str:
 
 
 class StatsApp:
-    """A WSGI app answering the stats of one pool, or several, of this process."""
+    """A WSGI app answering the stats of one pool, or several, of this process.
+
+    ::
+
+        from wsgipool.exporters import StatsApp
+        stats_app = StatsApp(app.pool)   # mount it where only operators can reach it
+
+    It answers Prometheus text to ``?format=prometheus`` or a client accepting
+    ``text/plain`` or OpenMetrics (as scrapers do), JSON (:func:`as_json`) otherwise,
+    always ``200`` with ``Cache-Control: no-store``. It takes no connection.
+
+    :param pools: a :class:`~wsgipool.Pool`, or a list or tuple of them.
+    """
 
     def __init__(self, pools: Union["Pool", Sequence["Pool"]]) -> None:
         self.pools = list(pools) if isinstance(pools, (list, tuple)) else [pools]
@@ -154,6 +183,10 @@ class StatsApp:
 
 
 def wants_prometheus(environ: "WSGIEnvironment") -> bool:
+    """Whether a stats request asks for Prometheus text rather than JSON.
+
+    :param environ: the request's WSGI environ (``QUERY_STRING``, ``HTTP_ACCEPT``).
+    """
     if "format=prometheus" in environ.get("QUERY_STRING", ""):
         return True
     accept = environ.get("HTTP_ACCEPT", "")

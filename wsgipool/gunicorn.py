@@ -11,7 +11,7 @@ Usage, in ``gunicorn.conf.py``::
 
 and in the app module, ``app = PoolMiddleware(app)``: the URL and options come from here
 (or from ``DATABASE_URL``). With ``configure(..., wrap_app=True)`` the app module needs no
-change at all: ``post_worker_init`` wraps the loaded app in :class:`PoolMiddleware`.
+change at all: ``post_worker_init`` wraps the loaded app in :class:`~wsgipool.PoolMiddleware`.
 
 The hooks have exactly gunicorn's arity. A config that has its own hook calls ours from it::
 
@@ -44,12 +44,19 @@ def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_optio
     """Record the database settings for ``PoolMiddleware(app)`` in the workers.
 
     :param url: the database URL; ``None`` leaves it to ``DATABASE_URL``.
-    :param wrap_app: wrap the loaded app in :class:`PoolMiddleware` from
+    :param wrap_app: wrap the loaded app in :class:`~wsgipool.PoolMiddleware` from
         ``post_worker_init``, so the app code needs no change.
-    :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...),
-        checked now so a typo stops gunicorn at startup.
+    :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...)
+        and the middleware's (``lazy``, ``transaction``, ``databases``...), as
+        :func:`wsgipool.configure` takes them, checked now so a typo stops gunicorn at
+        startup.
 
     gunicorn re-runs its config file on ``SIGHUP``; calling this again replaces the settings.
+
+    :raises TypeError: ``wrap_app`` is not a bool, or an option is unknown (the message
+        names the closest) or of the wrong type.
+    :raises wsgipool.ConfigurationError: a bad URL or option value: gunicorn stops
+        before it starts a worker.
     """
     global _wrap_app
     if not isinstance(wrap_app, bool):
@@ -59,7 +66,8 @@ def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_optio
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """gunicorn ``post_fork``: nothing to do yet.
+    """gunicorn ``post_fork``: nothing to do yet (``server`` is gunicorn's arbiter,
+    ``worker`` the new worker).
 
     Under gevent this runs before monkey-patching, so no lock or connection may be made
     here; the fork hook already made inherited connections harmless, and each pool
@@ -69,7 +77,18 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """gunicorn ``post_worker_init``: wrap the app if asked, log the connection budget,
-    and open each pool's first connections (:meth:`~wsgipool.Pool.check_at_boot`)."""
+    and open each pool's first connections (:meth:`~wsgipool.Pool.check_at_boot`).
+
+    It also sends ``wsgipool.*`` log records to gunicorn's error log (unless the app set
+    up logging) and, with ``PROMETHEUS_MULTIPROC_DIR`` set, starts the Prometheus
+    mirror.
+
+    :param worker: the gunicorn worker that has just loaded the app (its ``wsgi``,
+        ``cfg`` and ``log`` are read; ``wsgi`` is replaced when ``wrap_app=True``).
+
+    :raises wsgipool.ConnectError: a pool with ``fail_at_boot=True`` could not connect:
+        the worker fails to boot, and gunicorn stops.
+    """
     _share_gunicorn_log(worker)
     if _wrap_app and not isinstance(worker.wsgi, PoolMiddleware):
         worker.wsgi = PoolMiddleware(worker.wsgi)
@@ -119,7 +138,11 @@ def _share_gunicorn_log(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn ``worker_exit``: close this worker's connections before it exits."""
+    """gunicorn ``worker_exit``: close this worker's connections before it exits.
+
+    :param server: gunicorn's arbiter (not used).
+    :param worker: the worker that is exiting (not used: the pools are this process's).
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from .prometheus import sync_now
 
@@ -128,5 +151,8 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """gunicorn ``on_exit``: close the master's own connections (opened by a preloaded app)."""
+    """gunicorn ``on_exit``: close the master's own connections (opened by a preloaded app).
+
+    :param server: gunicorn's arbiter (not used).
+    """
     close_process_pools()

@@ -157,6 +157,12 @@ class Housekeeping:
         :class:`~wsgipool.ConnectError` that says why not (its cause logged once, naming
         ``holder``); without, open them in the background. Connections already open
         count: a pool that has served returns at once.
+
+        :param wait: wait for them (default ``True``), at most the pool's ``timeout``.
+        :param holder: who asks, for the log line of a failure; default ``None``.
+        :raises wsgipool.ConnectError: a connection could not be opened.
+        :raises wsgipool.PoolTimeout: they were not open within ``timeout``.
+        :raises wsgipool.PoolClosed: the pool was closed.
         """
         if self._pid != getpid():
             self._adopt_process()
@@ -181,7 +187,12 @@ class Housekeeping:
 
     def check_at_boot(self) -> bool:
         """A server integration's check when a worker starts: :meth:`open`, and on failure
-        the cause logged once as an error; raised only with ``fail_at_boot``."""
+        the cause logged once as an error; raised only with ``fail_at_boot``.
+
+        :returns: whether the pool could open its first connections.
+        :raises wsgipool.ConnectError: (or ``PoolTimeout``, ``PoolClosed``) only with
+            ``fail_at_boot=True``.
+        """
         try:
             self.open(wait=True, holder=f"at boot of pid {os.getpid()}")
         except (ConnectError, PoolClosed, PoolTimeout):

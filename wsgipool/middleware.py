@@ -50,26 +50,64 @@ _UNAVAILABLE_BODY = b"503 Service Unavailable: no database connection could be h
 class PoolMiddleware:
     """Wrap a WSGI app so each request gets its own pooled DB-API connection.
 
+    ::
+
+        from wsgipool import PoolMiddleware
+
+        def hello(environ, start_response):
+            cursor = environ["db.conn"].cursor()
+            cursor.execute("SELECT 'hello'")
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [cursor.fetchone()[0].encode()]
+
+        app = PoolMiddleware(hello, "postgresql://app@db/app", max_size=8)
+
+    The connection is checked out before the app is called, stays out while the body
+    streams, and goes back when the server calls the response's ``close()`` (at once if
+    the app raises). When none can be had within ``timeout``, or the database refuses
+    or is lost mid-request, the client gets ``503 Service Unavailable`` with
+    ``Retry-After``. The pool is :attr:`pool`; with ``databases``, :attr:`pools`.
+
     :param app: the WSGI application to wrap.
-    :param url_or_pool: a database URL, or a :class:`~wsgipool.Pool` to share. Omitted:
-        the settings from :func:`wsgipool.configure` (or ``wsgipool.gunicorn.configure``),
-        else the ``DATABASE_URL`` environment variable.
-    :param environ_key: where the connection goes in the WSGI environ.
-    :param retry_after: seconds sent in ``Retry-After`` with a 503.
-    :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header.
+    :param url_or_pool: a database URL, or a :class:`~wsgipool.Pool` to share. Omitted
+        (the default): the settings from :func:`wsgipool.configure` (or
+        ``wsgipool.gunicorn.configure``), else the ``DATABASE_URL`` environment variable
+        with the ``WSGIPOOL_*`` settings; inside Apache, the first request's ``SetEnv``.
+    :param environ_key: where the connection goes in the WSGI environ; default
+        ``"db.conn"``.
+    :param retry_after: whole seconds sent in ``Retry-After`` with a 503; default 1.
+    :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header;
+        default ``False``.
     :param stats_path: a path (``"/_pool"``) where this middleware answers the pool's
-        stats as JSON, or Prometheus text when asked; off by default: keep it private.
+        stats as JSON, or Prometheus text when asked; default ``None``, off: keep it
+        private.
     :param transaction: commit when the app succeeded (no exception, status below 400)
         and roll back otherwise; the commit runs once the body is produced, before its
         last chunk reaches the server, so a failed commit is never sent as a success.
+        Default ``False``.
     :param databases: more databases, by name: ``{"reports": url_or_pool}``. A request
         reaches them through ``environ["wsgipool.connections"]["reports"]`` (or
         :func:`wsgipool.connection`), which checks a connection out on first use. A URL
-        here gets the same pool options as the middleware's own pool.
+        here gets the same pool options as the middleware's own pool. Default ``None``.
     :param lazy: check the default connection out only when the app first uses
         ``environ["db.conn"]``, so requests that never touch the database take none.
+        Default ``False``.
     :param pool_options: keyword options for :class:`~wsgipool.Pool` (``max_size``,
         ``timeout``...), when the middleware builds the pool.
+    :raises TypeError: ``app`` is not callable, an option is unknown (the message names
+        the closest) or of the wrong type, or pool options come with a ``Pool``.
+    :raises wsgipool.ConfigurationError: a bad URL or option value; no URL anywhere
+        outside Apache; ``transaction=True`` with a URL that opens connections in
+        autocommit mode.
+
+    .. attribute:: pool
+
+       The :class:`~wsgipool.Pool` behind ``environ["db.conn"]`` (``None`` inside
+       Apache until the first request has made it from ``SetEnv``).
+
+    .. attribute:: pools
+
+       Every pool of this middleware by name: ``"default"`` and the ``databases``.
     """
 
     def __init__(

@@ -172,3 +172,67 @@ def split_options(options: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], 
     return middleware, pool
 
 
+
+
+# -- what each option means, for the documentation --------------------------------------
+
+#: Every option's units and meaning, by name: the source of the documentation's one
+#: table of options (``docs/_ext/wsgipool_options.py``), whose defaults and places come
+#: from the code itself. An option the code accepts with no entry here fails the docs
+#: build and ``tests/test_docs.py``: add its line when adding the option.
+DESCRIPTIONS: Dict[str, Tuple[str, str]] = {
+    "url": ("URL", "The database: ``postgresql://``, ``postgresql+psycopg://``, "
+            "``mysql://``, ``mysql+pymysql://`` or ``sqlite:///`` (see *Database URLs*). "
+            "Unset: ``configure()``'s, else ``DATABASE_URL``."),
+    "connect": ("callable", "Returns a new DB-API connection. With a URL it replaces how "
+                "that driver connects; without one, any DB-API module can be pooled."),
+    "max_size": ("connections", "Most connections open at once in this process. Under "
+                 "gunicorn's gthread worker, match it to ``threads``."),
+    "min_size": ("connections", "Connections kept open, idle or not: opened in each worker "
+                 "at boot (in the background, or from a forked child's first use) and "
+                 "reopened when retired. At most ``max_size``."),
+    "timeout": ("seconds", "How long a checkout waits for a free connection before "
+                "``PoolTimeout`` (the middleware answers 503); also the bound on each round "
+                "trip the pool makes itself and, rounded up, on opening a connection. "
+                "At most 3600."),
+    "max_lifetime": ("seconds or ``None``", "Retire a connection this old (each between "
+                     "95 % and 100 % of it, so they do not all reconnect at once). "
+                     "``None``: never."),
+    "max_idle": ("seconds or ``None``", "Close a connection idle this long (within 110 %), "
+                 "down to ``min_size``. ``None``: never."),
+    "pre_ping": ("``True``, ``False`` or seconds", "Check a connection is alive before "
+                 "handing it out (one round trip): ``True`` always, a number only when it "
+                 "was idle at least that long."),
+    "reset": ("``\"rollback\"``, ``\"session\"`` or callable", "What a returned connection "
+              "goes through besides the rollback of an open transaction: nothing more, a "
+              "full session reset (``DISCARD ALL``, ``COM_RESET_CONNECTION``...), or your "
+              "callable, which must leave no transaction open. In text: "
+              "``module:function``."),
+    "hold_warning": ("seconds or ``None``", "Warn once, naming the request, about a "
+                     "checkout held longer than this. ``None``: never."),
+    "name": ("text", "Label for logs and stats. Unset: the URL, password redacted."),
+    "transaction_pooling": ("flag", "The database side pools per transaction (PgBouncer's "
+                            "``pool_mode = transaction``): refuses ``reset=\"session\"`` "
+                            "and makes psycopg 3 prepare no statements."),
+    "on_connect": ("callable", "Given each new connection once, before its first use "
+                   "(``SET search_path``, type adapters), and again after each "
+                   "``reset=\"session\"``. In text: ``module:function``."),
+    "fail_at_boot": ("flag", "When a server starts a worker and the pool cannot connect, "
+                     "stop the worker (gunicorn then stops) instead of logging the cause "
+                     "and answering 503."),
+    "environ_key": ("text", "The environ key the request's connection goes in."),
+    "retry_after": ("whole seconds", "Sent in ``Retry-After`` with every 503."),
+    "server_timing": ("flag", "Add ``Server-Timing: db-wait;dur=<ms>`` to responses."),
+    "stats_path": ("path or ``None``", "A path (``/_pool``) where the middleware answers "
+                   "its pools' stats as JSON or Prometheus text. Keep it private."),
+    "transaction": ("flag", "One transaction per request: committed when the app returned "
+                    "without an exception and a status below 400, else rolled back."),
+    "lazy": ("flag", "Check the default connection out at its first use, so a request "
+             "that never touches the database takes none."),
+    "databases": ("mapping of name to URL or ``Pool``", "More databases, each reached "
+                  "through ``environ[\"wsgipool.connections\"][name]`` and checked out at "
+                  "first use. In an ini file: one ``database.<name> = <url>`` line each."),
+    "wrap_app": ("flag", "``wsgipool.gunicorn.configure`` only: wrap the loaded app in "
+                 "``PoolMiddleware`` from ``post_worker_init``, so the app code needs no "
+                 "change."),
+}

@@ -30,7 +30,16 @@ _MIDDLEWARE_OPTIONS = ("environ_key", "retry_after", "server_timing", "stats_pat
 
 
 def filter_factory(global_conf: Dict[str, Any], **settings: str) -> Callable[[Any], Any]:
-    """PasteDeploy's ``paste.filter_factory`` entry point (``egg:wsgipool#pool``)."""
+    """PasteDeploy's ``paste.filter_factory`` entry point (``egg:wsgipool#pool``).
+
+    :param global_conf: the ini file's ``[DEFAULT]`` values (not used).
+    :param settings: the filter section's keys as text: ``url``, ``database.<name>``
+        lines, and any option of :class:`~wsgipool.PoolMiddleware` or
+        :class:`~wsgipool.Pool` (see *Configuration*).
+    :returns: a function that wraps an app in :class:`~wsgipool.PoolMiddleware`.
+    :raises wsgipool.ConfigurationError: an unknown key or a bad value, naming the
+        section and the option, when the file is loaded.
+    """
     url = settings.pop("url", None) or None
     databases = {key[len(_DATABASE_PREFIX):]: settings.pop(key)
                  for key in list(settings) if key.startswith(_DATABASE_PREFIX)}

@@ -121,46 +121,73 @@ _ROOM = object()  # no idle connection, but room to open one
 class Pool(Housekeeping, ProcessBound):
     """A per-process pool of DB-API 2.0 connections.
 
-    :param url: ``postgresql://``, ``mysql://`` or ``sqlite:///`` URL (see the README).
+    ::
+
+        from wsgipool import Pool
+
+        pool = Pool("postgresql://app@db/app", max_size=8, pre_ping=30)
+        with pool.connection() as conn:   # waits up to timeout, then PoolTimeout
+            cursor = conn.cursor()
+            cursor.execute("UPDATE counters SET n = n + 1")
+            conn.commit()                 # not committed: rolled back on return
+        pool.close()
+
+    Nothing connects when the pool is made (unless ``min_size`` asks for it): the first
+    checkout opens the first connection. Every option is keyword-only and checked here.
+
+    :param url: the database, as ``postgresql://``, ``postgresql+psycopg://``,
+        ``mysql://``, ``mysql+pymysql://`` or ``sqlite:///`` (see *Configuration*);
+        default ``None``, which needs ``connect``.
     :param connect: a callable returning a new DB-API connection; with a URL it replaces
         how that driver connects, without a URL any DB-API module can be pooled.
-    :param max_size: the most connections open at once in this process.
+        Default ``None``.
+    :param max_size: the most connections open at once in this process; default 10.
     :param min_size: connections the housekeeping keeps open, idle or not: opened in
         the background from the pool's creation (under a server integration, in each
         worker at boot instead; in a forked child from its first use), reopened when
-        retired.
+        retired. Default 0; at most ``max_size``.
     :param timeout: seconds a checkout waits for a free connection before
         :class:`~wsgipool.PoolTimeout`; also the bound on each round trip the pool
         makes itself (ping, rollback, reset) and, rounded up, on opening a connection.
+        Default 10.0, at most 3600.
     :param max_lifetime: seconds after which a connection is retired (each one between
         95% and 100% of this, so they do not all reconnect at once); ``None``: never.
+        Default 3600.0.
     :param max_idle: seconds an idle connection may wait before it is closed (the pool
-        shrinks down to ``min_size``, no further); ``None``: forever.
+        shrinks down to ``min_size``, no further); ``None``: forever. Default 600.0.
     :param pre_ping: ``True`` checks each connection is alive before handing it out; a
-        number of seconds checks only connections idle at least that long.
+        number of seconds checks only connections idle at least that long. Default
+        ``False``.
     :param reset: what a returned connection goes through besides the rollback of an
-        open transaction and the restoring of autocommit: ``"rollback"`` nothing more;
-        ``"session"`` the driver's full session reset (PostgreSQL ``DISCARD ALL``,
-        MariaDB ``COM_RESET_CONNECTION``, SQLite's temporary tables dropped) and every
-        driver-side flag back to its connect-time value; or a callable given the
-        connection, which must leave no transaction open.
+        open transaction and the restoring of autocommit: ``"rollback"`` (the default)
+        nothing more; ``"session"`` the driver's full session reset (PostgreSQL
+        ``DISCARD ALL``, MariaDB ``COM_RESET_CONNECTION``, SQLite's temporary tables
+        dropped) and every driver-side flag back to its connect-time value; or a
+        callable given the connection, which must leave no transaction open.
     :param hold_warning: seconds a checkout may hold its connection before one warning
-        names its holder (checked on return, and while others wait); ``None``: never.
-    :param name: a label for logs and stats; defaults to the redacted URL.
+        names its holder (checked on return, and while others wait); default ``None``:
+        never.
+    :param name: a label for logs and stats; default ``None``: the URL, password
+        redacted.
     :param transaction_pooling: the database side pools per transaction (PgBouncer with
         ``pool_mode = transaction``), so consecutive transactions may run on different
         server sessions: ``reset="session"`` is refused, and psycopg 3 prepares no
-        statements.
+        statements. Default ``False``.
     :param on_connect: a callable given each new connection once, before its first use
         (``SET search_path``, type adapters), and again after each ``reset="session"``,
         which undoes what it set; it must leave no transaction open. If it fails on a
         new connection, the connection is closed and the checkout fails as a refused
         connect would (:class:`~wsgipool.ConnectError`, logged with the cause); after a
-        reset, the connection is discarded (reason ``reset_failed``).
+        reset, the connection is discarded (reason ``reset_failed``). Default ``None``.
     :param fail_at_boot: when a server starts a worker (gunicorn's
         ``post_worker_init``, a uWSGI worker, an Apache child), a pool that cannot
         connect makes the worker fail to boot (gunicorn then stops) instead of logging
-        the cause and serving 503 until the database answers.
+        the cause and serving 503 until the database answers. Default ``False``.
+    :raises TypeError: an option of the wrong type, or one no pool has.
+    :raises wsgipool.ConfigurationError: a bad URL or option value (``min_size`` above
+        ``max_size``, ``reset="session"`` with ``transaction_pooling``...), naming the
+        option and the accepted values, never the password.
+    :raises wsgipool.DriverNotInstalled: the URL's DB-API module is not installed.
 
     A pool is a context manager: ``with Pool(url) as pool:`` closes it on exit.
     """
@@ -280,16 +307,47 @@ class Pool(Housekeeping, ProcessBound):
     # -- checkout -------------------------------------------------------------------
 
     def connection(self, timeout: Optional[float] = None) -> "_Lease":
-        """Check a connection out for a ``with`` block; it is returned when the block ends."""
+        """Check a connection out for a ``with`` block; it is returned when the block ends.
+
+        ::
+
+            with pool.connection() as conn:
+                conn.cursor().execute("SELECT 1")
+
+        :param timeout: seconds to wait for a free connection; default ``None``: the
+            pool's ``timeout``.
+        :returns: a context manager whose ``__enter__`` returns the driver's own
+            connection and whose ``__exit__`` gives it back (rolled back if left in a
+            transaction), whatever the block raised.
+        :raises wsgipool.PoolTimeout: no connection became free in time.
+        :raises wsgipool.ConnectError: a new connection was needed and could not be
+            opened (the cause is the driver's error).
+        :raises wsgipool.PoolClosed: the pool was closed.
+        """
         return _Lease(self, timeout)
 
     def checkout(self, timeout: Optional[float] = None,
                  holder: Any = None) -> PooledConnection:
         """Take a connection; give it back with :meth:`checkin` exactly once.
 
-        Waits up to ``timeout`` seconds (default: the pool's) when none is free.
-        ``holder`` names the caller in log lines (any object; ``str()`` is taken only
-        when a line is logged), from a failed connect on.
+        ::
+
+            entry = pool.checkout()
+            try:
+                entry.conn.cursor().execute("SELECT 1")
+            finally:
+                pool.checkin(entry)
+
+        :param timeout: seconds to wait when none is free; default ``None``: the pool's
+            ``timeout``.
+        :param holder: names the caller in log lines (any object; ``str()`` is taken
+            only when a line is logged), from a failed connect on. Default ``None``.
+        :returns: the checkout's record, whose ``conn`` attribute is the driver's own
+            connection; pass the record itself to :meth:`checkin`.
+        :raises wsgipool.PoolTimeout: no connection became free within ``timeout``.
+        :raises wsgipool.ConnectError: a new connection was needed and could not be
+            opened, or the database refused one moments ago (the back-off).
+        :raises wsgipool.PoolClosed: the pool was closed.
         """
         if self._pid != getpid():  # a fork no hook told us about (uWSGI by default)
             self._adopt_process()
@@ -569,7 +627,11 @@ class Pool(Housekeeping, ProcessBound):
         Call it exactly once per checkout. A second call while the connection is idle or
         discarded is refused with a warning; one made after the connection was handed
         to someone else cannot be told from theirs, so keep no handle after the call.
-        A connection from another pool raises ``ValueError``.
+        The rollback and reset are bounded by ``timeout``; whatever interrupts them,
+        the connection's room in the pool is given back.
+
+        :param entry: what :meth:`checkout` returned.
+        :raises ValueError: ``entry`` came from another pool.
         """
         if entry.generation != self._generation or not entry.out:
             return self._refuse_checkin(entry)
@@ -679,7 +741,12 @@ class Pool(Housekeeping, ProcessBound):
         return True
 
     def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
-        """Whether ``exc``, raised while using ``entry``, means its session is gone."""
+        """Whether ``exc``, raised while using ``entry``, means its session is gone.
+
+        :param entry: what :meth:`checkout` returned.
+        :param exc: the exception the holder's use of the connection raised.
+        :returns: ``True`` for a lost session (the middleware then answers 503, not 500).
+        """
         try:
             return self._driver.is_disconnect(entry.conn, exc)
         except Exception:
@@ -691,6 +758,8 @@ class Pool(Housekeeping, ProcessBound):
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
         checkout, return or ``stats()``.
+
+        :param entry: what :meth:`checkout` returned.
         """
         if entry.generation == self._generation and self._pid == os.getpid():
             self._leaked.append(entry)
@@ -767,7 +836,16 @@ class Pool(Housekeeping, ProcessBound):
     # -- whole pool ---------------------------------------------------------------------
 
     def stats(self) -> Dict[str, Any]:
-        """A snapshot of this process's pool figures, as a plain dict (see the README)."""
+        """A snapshot of this process's pool figures, as a plain dict.
+
+        Counts since the pool was made (in this process), gauges for now, and
+        ``wait_seconds``, ``hold_seconds`` and ``connect_seconds`` summaries (``count``,
+        ``total``, ``max``, ``p50``, ``p95``, ``p99``, in seconds); every key is listed
+        under *Operations* in the documentation. Takes the pool's lock for a few
+        microseconds.
+
+        :returns: a new dict, safe to keep or serialise as JSON.
+        """
         if self._pid != os.getpid():  # a new process: its figures start now
             self._adopt_process()
         if self._leaked:
@@ -795,7 +873,9 @@ class Pool(Housekeeping, ProcessBound):
     def close(self) -> None:
         """Close idle connections now and the rest as they return; refuse new checkouts.
 
-        It waits for no server: closing a connection only sends a goodbye.
+        It waits for no server: closing a connection only sends a goodbye. Checkouts
+        waiting at the time, and every later one, raise :class:`~wsgipool.PoolClosed`.
+        Calling it again does nothing.
         """
         if self._pid != os.getpid():
             self._adopt_process()

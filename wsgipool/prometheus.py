@@ -38,12 +38,26 @@ _INF = float("inf")
 
 
 class PoolCollector:
-    """A prometheus_client collector: the pools of this process, read at each scrape."""
+    """A prometheus_client collector: the pools of this process, read at each scrape.
+
+    ::
+
+        from prometheus_client import REGISTRY
+        REGISTRY.register(PoolCollector())
+
+    Series (``wsgipool_checkouts_total``, ``wsgipool_wait_seconds``...) carry a ``pool``
+    label (:func:`wsgipool.exporters.pool_label`).
+
+    :param pools: the pools to report; default ``None``: every live pool of the process
+        at each scrape, including pools made after the collector.
+    """
 
     def __init__(self, pools: Optional[Iterable[Pool]] = None) -> None:
         self._pools = list(pools) if pools is not None else None
 
     def collect(self) -> Iterator[Any]:
+        """prometheus_client's collector method: one metric family per figure, each with
+        a sample per pool, read now."""
         pools = self._pools if self._pools is not None else live_pools()
         families: Dict[str, Any] = {}
         for pool in pools:
@@ -84,6 +98,8 @@ class MultiProcessMirror:
     values live in files shared by the workers; a collector cannot see other processes.
     So each worker adds what changed since its last copy: counters by their increase,
     histogram buckets by their new counts, gauges summed over live workers.
+
+    :param interval: seconds between two copies once :meth:`start` ran; default 1.0.
     """
 
     def __init__(self, interval: float = 1.0) -> None:
@@ -105,7 +121,11 @@ class MultiProcessMirror:
         self._pid = 0
 
     def sync(self) -> None:
-        """Push what changed in this process's pools since the last call."""
+        """Push what changed in this process's pools since the last call.
+
+        :raises Exception: whatever prometheus_client raises; the background thread logs
+            it and carries on.
+        """
         for pool in live_pools():
             stats, label = pool.stats(), pool_label(pool)
             for key, name, kind, _ in METRICS:
@@ -153,7 +173,14 @@ _mirror: Optional[MultiProcessMirror] = None
 
 
 def start_multiprocess_mirror(interval: float = 1.0) -> MultiProcessMirror:
-    """Start (once per process) the mirror of this process's pools; returns it."""
+    """Start (once per process) the mirror of this process's pools; returns it.
+
+    ``wsgipool.gunicorn.post_worker_init`` calls it when ``PROMETHEUS_MULTIPROC_DIR`` is
+    set; call it yourself in each worker under another server.
+
+    :param interval: seconds between two copies; default 1.0.
+    :returns: the process's :class:`MultiProcessMirror`.
+    """
     global _mirror
     if _mirror is None:
         _mirror = MultiProcessMirror(interval)
@@ -168,7 +195,14 @@ def sync_now() -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """gunicorn ``child_exit``: let prometheus_client drop a dead worker's live gauges."""
+    """gunicorn ``child_exit``: let prometheus_client drop a dead worker's live gauges.
+
+    Import it into ``gunicorn.conf.py`` beside wsgipool's hooks
+    (``from wsgipool.prometheus import child_exit``); it runs in the master.
+
+    :param server: gunicorn's arbiter (not used).
+    :param worker: the worker that exited; its ``pid`` is marked dead.
+    """
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

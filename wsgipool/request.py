@@ -210,10 +210,29 @@ class LazyConnection:
 
 
 def connection(environ: Dict[str, Any], name: str = DEFAULT) -> Any:
-    """The request's real DB-API connection to the database ``name`` (default: the
-    middleware's own), checked out now if the request has none yet.
+    """The request's real DB-API connection to the database ``name``, checked out now if
+    the request has none yet.
 
-    Use it where a driver needs its own connection object, not a lazy stand-in.
+    Use it where a driver needs its own connection object, not a lazy stand-in::
+
+        import psycopg2.extras
+        import wsgipool
+
+        def app(environ, start_response):
+            conn = wsgipool.connection(environ)             # psycopg2's own object
+            psycopg2.extras.register_uuid(conn_or_curs=conn)
+            reports = wsgipool.connection(environ, "reports")  # a named database
+            ...
+
+    :param environ: the WSGI environ of a request inside :class:`~wsgipool.PoolMiddleware`.
+    :param name: a name from the middleware's ``databases``; default ``"default"``, the
+        middleware's own database (wherever its ``environ_key`` put it).
+    :returns: the driver's connection object, the same one for every call in the request.
+    :raises KeyError: the middleware has no database called ``name``.
+    :raises LookupError: ``environ`` went through no :class:`~wsgipool.PoolMiddleware`.
+    :raises wsgipool.PoolTimeout: a first use found no free connection in time (the
+        middleware turns this into a 503: let it pass).
+    :raises wsgipool.ConnectError: a first use could not open a connection (likewise).
     """
     connections = environ.get(CONNECTIONS_KEY)
     if connections is not None:

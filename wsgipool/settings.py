@@ -1,7 +1,7 @@
 """Where ``PoolMiddleware(app)`` finds its database when the app code names none.
 
 Servers keep their settings in their own files (a gunicorn config, an Apache
-``SetEnv``); :func:`configure` records them there, and ``DATABASE_URL`` is the
+``SetEnv``); :func:`wsgipool.configure` records them there, and ``DATABASE_URL`` is the
 twelve-factor fallback. The app module then needs no URL of its own.
 """
 
@@ -33,9 +33,29 @@ def configure(url: Optional[str] = None, *,
     :class:`~wsgipool.Pool` options and the middleware's own (``transaction``, ``lazy``,
     ``stats_path``...).
 
-    ``databases`` names more databases, as ``PoolMiddleware(databases=...)`` does.
+    ::
+
+        # settings, imported before the app module
+        import wsgipool
+        wsgipool.configure("postgresql://app@db/app", max_size=8, lazy=True)
+
+        # the app module: no URL of its own
+        app = wsgipool.PoolMiddleware(app)
+
     Calling it again replaces the settings (a gunicorn reload re-runs its config file).
     The options are checked at once, without connecting, so a typo fails at startup.
+    A keyword given to ``PoolMiddleware`` itself wins over these.
+
+    :param url: the database URL; default ``None``: ``DATABASE_URL`` from the
+        environment when the middleware is made.
+    :param databases: more databases by name, as ``PoolMiddleware(databases=...)``
+        takes them: ``{"reports": url_or_pool}``. Default ``None``.
+    :param options: any :class:`~wsgipool.Pool` option and any option of
+        :class:`~wsgipool.PoolMiddleware` (see *Configuration* for the table).
+    :raises TypeError: ``url`` is not a string, or an option is unknown (the message
+        names the closest) or of the wrong type.
+    :raises wsgipool.ConfigurationError: a bad URL or option value.
+    :raises wsgipool.DriverNotInstalled: the URL's driver is not installed.
     """
     global _configured
     if url is not None and not isinstance(url, str):
@@ -170,7 +190,11 @@ def options_from_settings(lookup: Any, where: str,
 
 def server_setting(name: str) -> Optional[str]:
     """A process-wide setting: the environment, else a mod_python ``PythonOption`` given
-    at server level (readable when the app is imported, unlike ``SetEnv``)."""
+    at server level (readable when the app is imported, unlike ``SetEnv``).
+
+    :param name: the setting (``DATABASE_URL``, ``WSGIPOOL_MAX_SIZE``...).
+    :returns: its text, or ``None`` where it is not set.
+    """
     value = getenv(name)
     if value is None and "_apache" in sys.modules:  # inside mod_python
         try:
@@ -188,7 +212,10 @@ def in_apache() -> bool:
 
 
 def getenv(name: str) -> Optional[str]:
-    """An environment variable, from ``os.environ`` or else from the C environment.
+    """An environment variable, from ``os.environ`` or else from the C environment
+    (``None`` when neither has it).
+
+    :param name: the variable's name.
 
     ``os.environ`` is a copy made when Python started. A server that embeds Python and
     sets variables afterwards (uWSGI's ``--env`` under the pyuwsgi wheel) changes only
@@ -276,7 +303,15 @@ TEXT_OPTIONS: Dict[str, Any] = {
 
 def options_from_text(settings: Mapping[str, str], where: str) -> Dict[str, Any]:
     """Turn ``{"max_size": "8", "pre_ping": "true"}`` into typed options, naming
-    ``where`` (the config section) and the option in every error."""
+    ``where`` (the config section) and the option in every error.
+
+    :param settings: option names and their values as text (``"none"`` for no limit,
+        ``true``/``false`` for flags, ``module:function`` for a callable).
+    :param where: what to call the source in an error (``"[filter:db]"``).
+    :returns: the options with Python values, for ``PoolMiddleware`` or ``Pool``.
+    :raises wsgipool.ConfigurationError: an unknown name (with the known ones) or a
+        value that does not convert.
+    """
     options: Dict[str, Any] = {}
     for key, text in settings.items():
         convert = TEXT_OPTIONS.get(key)

@@ -137,6 +137,12 @@ def redact_url(url: str) -> str:
     The password runs to the last ``@`` before the query's first ``=``, so one typed with
     a raw ``/ ? #`` is still masked; where that cannot be told apart, all but the scheme
     is masked. Secret query values are masked wherever they are.
+
+    >>> redact_url("postgresql://app:s3cret@db/app?sslmode=require")
+    'postgresql://app:***@db/app?sslmode=require'
+
+    :param url: any URL; a value that is not a string gives its type's ``repr``.
+    :returns: the URL, safe to log.
     """
     if not isinstance(url, str):
         return repr(type(url))

@@ -23,12 +23,22 @@ from .request import CONNECTIONS_KEY, connection
 
 
 def db(request: Any) -> Any:
-    """The request's connection: for ``add_request_method(db, "db", reify=True)``."""
+    """The request's connection: for ``add_request_method(db, "db", reify=True)``.
+
+    :param request: a WebOb or Pyramid request inside :class:`~wsgipool.PoolMiddleware`.
+    :returns: the driver's connection (see :func:`wsgipool.connection`).
+    :raises LookupError: the request went through no :class:`~wsgipool.PoolMiddleware`.
+    """
     return connection(request.environ)
 
 
 def databases(request: Any) -> Any:
-    """The request's connections by database name (``environ["wsgipool.connections"]``)."""
+    """The request's connections by database name (``environ["wsgipool.connections"]``).
+
+    :param request: a WebOb or Pyramid request.
+    :returns: a read-only mapping; indexing it checks a connection out on first use.
+    :raises LookupError: the middleware has no ``databases`` and no ``lazy=True``.
+    """
     try:
         return request.environ[CONNECTIONS_KEY]
     except KeyError:
@@ -37,7 +47,19 @@ def databases(request: Any) -> Any:
 
 
 class Request(webob.Request):
-    """A ``webob.Request`` whose ``db`` is the request's pooled connection."""
+    """A ``webob.Request`` whose ``db`` is the request's pooled connection::
+
+        from webob.dec import wsgify
+        from wsgipool.webob import Request
+
+        @wsgify(RequestClass=Request)
+        def hello(request):
+            cursor = request.db.cursor()
+            cursor.execute("SELECT 'hello'")
+            return cursor.fetchone()[0]
+
+    ``databases`` is :func:`databases` of the request.
+    """
 
     db = property(db)
     databases = property(databases)
