@@ -53,7 +53,7 @@ try:
 except ImportError as exc:
     raise DriverNotInstalled(
         f"wsgipool.flask needs Flask, which is not installed ({exc}); install it with: "
-        "pip install flask") from None
+        "pip install flask (or pip install wsgipool[flask])") from None
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -365,7 +365,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Tuple[
         if not isinstance(url, str):
             raise ConfigurationError(
                 f"app.config[{URL_KEY!r}] must be a database URL str, not {type(url).__name__}")
-        _check_url(URL_KEY, url, config.get(PREFIX + "CONNECT"))
+        _check_url(f"app.config[{URL_KEY!r}]", url, config.get(PREFIX + "CONNECT"))
     options = {}
     for key, option in _OPTION_KEYS.items():
         if key in config:
@@ -378,7 +378,8 @@ def settings_from_config(config: Mapping[str, Any]) -> Tuple[
                 f"wsgipool.Pool, not {type(databases).__name__}")
         for name, other in databases.items():
             if isinstance(other, str):
-                _check_url(f"{DATABASES_KEY}[{name!r}]", other, options.get("connect"))
+                _check_url(f"app.config[{DATABASES_KEY!r}][{name!r}]", other,
+                           options.get("connect"))
         databases = dict(databases)
     return url, databases, options
 
@@ -403,8 +404,8 @@ def _connect(value: Any) -> Any:
     return value
 
 
-def _check_url(key: str, url: str, connect: Any) -> None:
+def _check_url(where: str, url: str, connect: Any) -> None:
     try:
         make_driver(url, connect if callable(connect) else None)
     except ConfigurationError as exc:  # DriverNotInstalled too: it keeps its type
-        raise type(exc)(f"app.config[{key!r}]: {exc}") from None
+        raise type(exc)(f"{where}: {exc}") from None
