@@ -595,3 +595,83 @@ def test_the_flask_example_serves_and_counts_from_a_command(any_db, monkeypatch)
         admin.cursor().execute(f"DROP TABLE IF EXISTS {table}")
         admin.commit()
         admin.close()
+
+
+# -- docs/flask.rst's snippets, run as written ---------------------------------------
+
+DOC_URLS = ("postgresql://app@db/app", "postgresql://reader@replica/app")
+
+
+@pytest.fixture
+def doc_app(postgresql, tmp_path, monkeypatch):
+    """The quick start, saved as app.py and imported as ``app``, on the test server."""
+    from readme import snippet
+
+    (tmp_path / "app.py").write_text(
+        snippet("flask-quickstart").replace(DOC_URLS[0], postgresql.url))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "app", raising=False)
+    module = importlib.import_module("app")
+    yield module
+    sys.modules.pop("app", None)
+    module.pool.middleware(module.app).pool.close()
+
+
+def test_doc_quickstart_outside_and_testing_snippets_run(doc_app, capsys):
+    from readme import snippet
+
+    assert doc_app.app.test_client().get("/").data == b"hello from the database"
+    exec(compile(snippet("flask-outside"), "flask-outside", "exec"), {})
+    assert capsys.readouterr().out == "1\n"  # in_use, inside the with block
+    assert settled(doc_app.app, doc_app.pool)["checkouts"] == 2
+    namespace = {}
+    exec(compile(snippet("flask-testing"), "flask-testing", "exec"), namespace)
+    namespace["test_hello_gives_its_connection_back"]()
+    namespace["test_count_command"]()
+    assert settled(doc_app.app, doc_app.pool)["checkouts"] == 4
+
+
+def test_doc_factory_snippet_builds_apps_from_the_environment(sqlite, monkeypatch):
+    from readme import snippet
+
+    monkeypatch.setenv("FLASK_WSGIPOOL_URL", sqlite.url)
+    monkeypatch.setenv("FLASK_WSGIPOOL_MAX_SIZE", "3")
+    namespace = {"__name__": "factory"}
+    exec(compile(snippet("flask-factory"), "flask-factory", "exec"), namespace)
+    one = namespace["create_app"]()
+    two = namespace["create_app"]({"WSGIPOOL_MAX_SIZE": 2})
+    extension = namespace["pool"]
+    try:
+        assert one.test_client().get("/stats").json["max_size"] == 3
+        assert two.test_client().get("/stats").json["max_size"] == 2
+        assert extension.middleware(one).pool is not extension.middleware(two).pool
+    finally:
+        for app in (one, two):
+            extension.middleware(app).pool.close()
+
+
+def test_doc_config_snippet_loads_with_from_pyfile(postgresql, any_mariadb, tmp_path):
+    from readme import snippet
+
+    path = tmp_path / "settings.py"
+    path.write_text(snippet("flask-config").replace(DOC_URLS[0], postgresql.url)
+                    .replace(DOC_URLS[1], any_mariadb.url))
+    app = flask.Flask("configured")
+    app.config.from_pyfile(str(path))
+    extension = Pool(app)
+    middleware = extension.middleware(app)
+    try:
+        assert (middleware.lazy, middleware.pool.max_size, middleware.pool.pre_ping) == (
+            True, 8, 30.0)
+        assert list(middleware.pools) == ["default", "reports"]
+
+        @app.get("/")
+        def index():
+            return {"id": any_mariadb.session_id(get_db("reports"))}
+
+        assert app.test_client().get("/").status_code == 200
+        assert settled(app, extension)["checkouts"] == 0  # lazy, and never asked
+        assert settled(app, extension, "reports")["checkouts"] == 1
+    finally:
+        for pool in middleware.pools.values():
+            pool.close()
