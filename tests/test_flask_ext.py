@@ -443,6 +443,25 @@ def test_one_extension_serves_several_apps(tmp_path, make_app):
         extension.init_app(one)
 
 
+def test_an_app_a_factory_dropped_takes_its_sessions_with_it(postgresql):
+    """One extension, an app per test (the factory pattern): a dropped app's pool and
+    its connections go with it, instead of piling up sessions on the server."""
+    import gc
+
+    extension = Pool()
+    sessions = []
+    for _ in range(2):
+        app = flask.Flask("dropped")
+        app.config["WSGIPOOL_URL"] = postgresql.url
+        extension.init_app(app)
+        app.add_url_rule("/", "index", lambda: str(postgresql.session_id(get_db())))
+        sessions.append(int(app.test_client().get("/").data))
+        assert postgresql.live_sessions() == {sessions[-1]}  # the earlier app's is gone
+        del app
+        gc.collect()
+    assert postgresql.live_sessions() == set()
+
+
 # -- settings from app.config --------------------------------------------------------
 
 def test_options_come_from_the_config_with_the_same_names(sqlite, make_app):

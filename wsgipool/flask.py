@@ -101,8 +101,10 @@ class Pool:
     """
 
     def __init__(self, app: Optional["Flask"] = None) -> None:
-        # Each app's middleware; weak, so a test's apps go away with their pools.
-        self._middlewares: "weakref.WeakKeyDictionary[Flask, PoolMiddleware]" = (
+        # Each app's middleware, weakly both ways (the app holds it as its wsgi_app,
+        # and it holds the app): an app a factory made and dropped (one per test) goes,
+        # and its pools and their connections with it.
+        self._middlewares: "weakref.WeakKeyDictionary[Flask, weakref.ref[PoolMiddleware]]" = (
             weakref.WeakKeyDictionary())
         if app is not None:
             self.init_app(app)
@@ -124,7 +126,7 @@ class Pool:
             # What only the whole set can tell (min_size above max_size...).
             raise type(exc)(f"{PREFIX}* in the config of Flask app {app.name!r}: {exc}") from None
         app.wsgi_app = middleware  # type: ignore[method-assign]
-        self._middlewares[app] = middleware
+        self._middlewares[app] = weakref.ref(middleware)
         app.extensions[EXTENSION] = self
         # First in the list, so it runs last: other teardown functions may still use
         # get_db(), however they were registered.
@@ -148,11 +150,11 @@ class Pool:
                 raise RuntimeError("no Flask app context: pass the app, or use this "
                                    "inside a request, a flask command or app.app_context()")
             app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
-        try:
-            return self._middlewares[app]
-        except KeyError:
+        middleware = self._middlewares.get(app, _gone)()
+        if middleware is None:
             raise RuntimeError(f"this wsgipool.flask.Pool is not set up on Flask app "
-                               f"{app.name!r}: call init_app(app)") from None
+                               f"{app.name!r}: call init_app(app)")
+        return middleware
 
     @property
     def pool(self) -> ConnectionPool:
@@ -187,6 +189,10 @@ class Pool:
             # A request context with no connection: test_request_context(), or one the
             # test client keeps (with client:) after its response went back.
         return _context_connections(middleware).get(name)
+
+
+def _gone() -> None:
+    return None
 
 
 class BufferedClient(FlaskClient):
