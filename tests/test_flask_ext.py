@@ -535,6 +535,17 @@ def test_a_bad_setting_is_an_error_naming_its_key(sqlite, config, error, message
                                                               wsgipool.PoolMiddleware)
 
 
+def test_an_app_wrapped_by_hand_already_is_refused(sqlite):
+    """Migrating from ``app.wsgi_app = PoolMiddleware(...)``: keeping both would check
+    out two connections per request."""
+    app = flask.Flask("wrapped")
+    app.wsgi_app = wsgipool.PoolMiddleware(app.wsgi_app, sqlite.url)
+    app.config["WSGIPOOL_URL"] = sqlite.url
+    with pytest.raises(ConfigurationError, match="is a PoolMiddleware already: remove it"):
+        Pool(app)
+    app.wsgi_app.pool.close()
+
+
 def test_no_url_anywhere_names_the_config_key(monkeypatch):
     from wsgipool import settings
 

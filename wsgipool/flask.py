@@ -115,6 +115,10 @@ class Pool:
         if EXTENSION in app.extensions:
             raise RuntimeError(f"wsgipool is already set up on Flask app {app.name!r}: "
                                "call init_app once per app")
+        if isinstance(app.wsgi_app, PoolMiddleware):  # two checkouts per request
+            raise ConfigurationError(
+                f"app.wsgi_app of Flask app {app.name!r} is a PoolMiddleware already: "
+                "remove it, init_app wraps app.wsgi_app itself")
         url, databases, options = settings_from_config(app.config)
         if url is None and not _url_elsewhere():
             raise ConfigurationError(
@@ -178,9 +182,13 @@ class Pool:
         checked out for that context at the first call and given back when it ends.
         The same connection on every call in one request or context.
         """
-        middleware = self.middleware()
-        name = DEFAULT if name is None else name
-        _pool_named(middleware, name)  # a name that is no database: KeyError
+        return self._connection(self.middleware(), name)
+
+    def _connection(self, middleware: PoolMiddleware, name: Optional[str]) -> Any:
+        if name is None:
+            name = DEFAULT
+        elif name not in middleware.pools:
+            _pool_named(middleware, name)  # KeyError, naming the databases there are
         if flask.has_request_context():
             environ = flask.request.environ
             if (environ.get(POOL_KEY) is middleware.pool is not None  # served by it
@@ -207,14 +215,16 @@ class BufferedClient(FlaskClient):
 
 def get_db(name: Optional[str] = None) -> Any:
     """The current app's connection to database ``name``: see :meth:`Pool.get_db`."""
-    if not flask.has_app_context():
+    try:
+        app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
+    except RuntimeError:
         raise RuntimeError("get_db() needs a Flask app context: call it in a request, a "
-                           "flask command, or inside with app.app_context():")
-    extension = flask.current_app.extensions.get(EXTENSION)
+                           "flask command, or inside with app.app_context():") from None
+    extension = app.extensions.get(EXTENSION)
     if extension is None:
-        raise RuntimeError(f"wsgipool is not set up on Flask app {flask.current_app.name!r}:"
+        raise RuntimeError(f"wsgipool is not set up on Flask app {app.name!r}:"
                            " call wsgipool.flask.Pool(app) or init_app(app)")
-    return extension.get_db(name)
+    return extension._connection(extension.middleware(app), name)
 
 
 class ContextConnections:
