@@ -177,6 +177,22 @@ def test_an_exception_in_a_view_gives_the_connection_back(any_db, table, make_ap
     assert (stats["checkouts"], stats["rollbacks"]) == (1, 1)
 
 
+def test_a_session_lost_in_a_view_is_flasks_500_and_discarded(server_db, make_app):
+    """Flask answers an exception in a view itself (500), before the middleware could
+    make a lost session a 503; the dead connection is still never reused."""
+    app, extension = make_app(server_db.url)
+
+    @app.get("/")
+    def killed():
+        server_db.kill(server_db.session_id(get_db()))
+        get_db().cursor().execute("SELECT 1")
+        return "never"
+
+    assert app.test_client().get("/").status_code == 500
+    stats = extension.middleware(app).pool.stats()
+    assert (stats["in_use"], stats["returns"], stats["discard_reasons"]["broken"]) == (0, 1, 1)
+
+
 def test_transaction_from_the_config_commits_a_request(postgresql, make_app):
     app, extension = make_app(postgresql.url, WSGIPOOL_TRANSACTION="true")
     name = f"flask_{uuid.uuid4().hex[:8]}"
@@ -370,6 +386,53 @@ def test_nested_app_contexts_each_give_back_their_own(sqlite, make_app):
             assert get_db() is not outer and extension.stats()["in_use"] == 2
         assert extension.stats()["in_use"] == 1 and get_db() is outer
     assert settled(app, extension)["checkouts"] == 2
+
+
+def test_a_nested_context_waits_for_the_outer_ones_connection(sqlite, make_app):
+    app, extension = make_app(sqlite.url, WSGIPOOL_MAX_SIZE=1, WSGIPOOL_TIMEOUT=0.1)
+    with app.app_context():
+        get_db()
+        with pytest.raises(wsgipool.PoolTimeout):
+            with app.app_context():
+                get_db()
+    assert settled(app, extension)["timeouts"] == 1
+
+
+def test_threads_sharing_an_app_context_share_its_connection(postgresql, make_app):
+    import contextvars
+    import threading
+
+    app, extension = make_app(postgresql.url)
+    barrier = threading.Barrier(4, timeout=10)
+    found = []
+
+    def reach():
+        barrier.wait()
+        found.append(get_db())
+
+    with app.app_context():
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(reach,))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert len(found) == 4 and len({id(conn) for conn in found}) == 1
+    assert settled(app, extension)["checkouts"] == 1
+
+
+def test_a_base_exception_in_a_view_gives_the_connection_back(sqlite, make_app):
+    app, extension = make_app(sqlite.url)
+
+    @app.get("/")
+    def interrupted():
+        get_db().execute("SELECT 1")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        app.test_client().get("/")
+    assert settled(app, extension)["checkouts"] == 1
 
 
 def test_teardown_functions_may_still_use_get_db(sqlite):
