@@ -48,6 +48,7 @@ from .pool import PooledConnection
 from .request import DEFAULT, connection
 
 try:
+    import click  # Flask's own dependency
     import flask
     from flask.testing import FlaskClient
 except ImportError as exc:
@@ -58,7 +59,7 @@ except ImportError as exc:
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["Pool", "get_db"]
+__all__ = ["BufferedClient", "Pool", "get_db"]
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +295,6 @@ class ContextLabel:
     __slots__ = ("_text",)
 
     def __init__(self, app: "Flask") -> None:
-        import click  # Flask's own dependency
-
         command = click.get_current_context(silent=True)
         where = f"command {command.command_path!r}, " if command is not None else ""
         self._text = f"{where}app context of Flask app {app.name!r}"
@@ -354,7 +353,8 @@ def _pool_named(middleware: PoolMiddleware, name: Optional[str]) -> Any:
 
 
 def _url_elsewhere() -> bool:
-    """Whether ``PoolMiddleware(app)`` finds a URL without the app's config."""
+    """Whether ``PoolMiddleware(app)`` finds a URL without the app's config (asked
+    first, so the error for none at all names the config key)."""
     return (settings._configured is not None
             or settings.server_setting(settings.ENV_VAR) is not None
             or settings.in_apache())
