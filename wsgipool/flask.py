@@ -99,6 +99,9 @@ class Pool:
 
     One instance may serve several apps; each gets its own pools, made from its own
     config. :attr:`pool`, :attr:`pools` and :meth:`stats` are those of the current app.
+
+    :param app: the Flask app to set up now; ``None``: call :meth:`init_app` later.
+    :raises wsgipool.ConfigurationError: a bad ``WSGIPOOL_*`` setting, naming its key.
     """
 
     def __init__(self, app: Optional["Flask"] = None) -> None:
@@ -112,7 +115,13 @@ class Pool:
 
     def init_app(self, app: "Flask") -> None:
         """Read ``app.config``, wrap ``app.wsgi_app``, and register the teardown that
-        gives an app context's connections back. Once per app."""
+        gives an app context's connections back. Once per app.
+
+        :param app: the Flask app; its config must be complete by now.
+        :raises wsgipool.ConfigurationError: a bad ``WSGIPOOL_*`` setting (naming its
+            key), no URL anywhere, or ``app.wsgi_app`` already a ``PoolMiddleware``.
+        :raises RuntimeError: wsgipool is set up on this app already.
+        """
         if EXTENSION in app.extensions:
             raise RuntimeError(f"wsgipool is already set up on Flask app {app.name!r}: "
                                "call init_app once per app")
@@ -149,7 +158,10 @@ class Pool:
     # -- the current app's --------------------------------------------------------
 
     def middleware(self, app: Optional["Flask"] = None) -> PoolMiddleware:
-        """The middleware around ``app.wsgi_app`` (default: the current app's)."""
+        """The middleware around an app's ``wsgi_app``, and through it its pools.
+
+        :param app: the Flask app; ``None``: the current app (needs an app context).
+        """
         if app is None:
             if not flask.has_app_context():
                 raise RuntimeError("no Flask app context: pass the app, or use this "
@@ -172,7 +184,10 @@ class Pool:
         return dict(self.middleware().pools)
 
     def stats(self, name: Optional[str] = None) -> Dict[str, Any]:
-        """``stats()`` of the current app's pool ``name`` (default: the default pool)."""
+        """``stats()`` of the current app's pool ``name`` (default: the default pool).
+
+        :param name: a database name from ``WSGIPOOL_DATABASES``, or ``None``.
+        """
         return _pool_named(self.middleware(), name).stats()
 
     def get_db(self, name: Optional[str] = None) -> Any:
@@ -182,6 +197,10 @@ class Pool:
         named databases) checked out at the first call. Elsewhere in an app context, one
         checked out for that context at the first call and given back when it ends.
         The same connection on every call in one request or context.
+
+        :param name: a database name from ``WSGIPOOL_DATABASES``, or ``None``.
+        :raises KeyError: no database has that name.
+        :raises wsgipool.PoolTimeout: none became free in time (in a view: a 503).
         """
         return self._connection(self.middleware(), name)
 
@@ -211,11 +230,27 @@ class BufferedClient(FlaskClient):
     (``with client.get(...) as response:``), or its connection is discarded as leaked."""
 
     def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> Any:
+        """Werkzeug's ``Client.open``, buffered unless told otherwise.
+
+        :param args: as for ``FlaskClient.open``.
+        :param buffered: ``False`` to stream the body; then close the response.
+        :param kwargs: as for ``FlaskClient.open``.
+        """
         return super().open(*args, buffered=buffered, **kwargs)
 
 
 def get_db(name: Optional[str] = None) -> Any:
-    """The current app's connection to database ``name``: see :meth:`Pool.get_db`."""
+    """The current app's connection to database ``name``: see :meth:`Pool.get_db`.
+
+    ::
+
+        cursor = get_db().cursor()              # in a view, a command, an app context
+
+    :param name: a database name from ``WSGIPOOL_DATABASES``; ``None``: ``WSGIPOOL_URL``'s.
+    :raises RuntimeError: no app context, or wsgipool is not set up on the current app.
+    :raises KeyError: no database has that name.
+    :raises wsgipool.PoolTimeout: none became free in time (in a view: a 503).
+    """
     try:
         app = flask.current_app._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError:
