@@ -424,6 +424,41 @@ def test_threads_sharing_an_app_context_share_its_connection(postgresql, make_ap
     assert settled(app, extension)["checkouts"] == 1
 
 
+def test_a_thread_left_running_after_the_response_gets_a_connection_of_its_own(
+        postgresql, make_app):
+    """copy_current_request_context: once the response went back, the thread's
+    get_db() checks out for the thread's own app context, given back when it ends."""
+    import threading
+
+    app, extension = make_app(postgresql.url)
+    response_closed, threads, found = threading.Event(), [], []
+
+    @app.get("/")
+    def index():
+        request_session = postgresql.session_id(get_db())
+        get_db().rollback()
+
+        @flask.copy_current_request_context
+        def later():
+            response_closed.wait(10)
+            conn = get_db()
+            found.append((postgresql.session_id(conn), extension.stats()["in_use"]))
+            conn.rollback()
+
+        threads.append(threading.Thread(target=later))
+        threads[0].start()
+        return str(request_session)
+
+    request_session = int(app.test_client().get("/").data)
+    in_use = extension.middleware(app).pool.stats()["in_use"]
+    response_closed.set()
+    threads[0].join(timeout=10)
+    assert not threads[0].is_alive()
+    assert in_use == 0  # the request's connection went back with its response
+    assert found == [(request_session, 1)]  # the same session, checked out afresh
+    assert settled(app, extension)["checkouts"] == 2
+
+
 def test_a_base_exception_in_a_view_gives_the_connection_back(sqlite, make_app):
     app, extension = make_app(sqlite.url)
 
