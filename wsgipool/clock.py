@@ -28,6 +28,12 @@ class HoldClock:
         if self._held is None:
             self._held = 0.0 if self._since is None else monotonic() - self._since
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the request's connections are going or gone back (its response
+        closed): anything still holding one must not use it."""
+        return self._held is not None
+
     def __str__(self) -> str:
         if self._held is None:
             held = 0.0 if self._since is None else monotonic() - self._since
