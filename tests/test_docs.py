@@ -430,6 +430,10 @@ PUBLIC = {
     "wsgipool.exporters": ["StatsApp", "as_json", "as_prometheus", "pool_label",
                            "wants_prometheus"],
     "wsgipool.settings": ["getenv", "server_setting", "options_from_text"],
+    "wsgipool.flask": ["Pool", "get_db", "BufferedClient"],
+    "wsgipool.django": ["open_pools", "pools", "stats", "close_pool"],
+    "wsgipool.django.middleware": ["PoolTimeoutMiddleware"],
+    "wsgipool.django.views": ["stats"],
 }
 
 

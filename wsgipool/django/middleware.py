@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class PoolTimeoutMiddleware:
-    """Turn a request's failed checkout into a 503, and name its view in pool logs."""
+    """Turn a request's failed checkout into a 503, and name its view in pool logs.
+
+    :param get_response: the next middleware or view, as Django passes it.
+    :raises ImproperlyConfigured: ``settings.WSGIPOOL_RETRY_AFTER`` is not a whole
+        number of seconds (0 or more).
+    """
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
@@ -54,6 +59,13 @@ class PoolTimeoutMiddleware:
 
     def process_view(self, request: Any, view_func: Any, view_args: Any,
                      view_kwargs: Any) -> None:
+        """Name the view as the holder of the connections this request checks out.
+
+        :param request: the request.
+        :param view_func: the view Django chose.
+        :param view_args: its positional arguments.
+        :param view_kwargs: its keyword arguments.
+        """
         state = CURRENT.get()
         if state is not None:
             state.view = f"{getattr(view_func, '__module__', '?')}." \

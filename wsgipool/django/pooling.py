@@ -47,7 +47,7 @@ def pools() -> Dict[str, Pool]:
 
 
 def stats() -> Dict[str, Dict[str, Any]]:
-    """Each alias's pool figures in this process, as :meth:`Pool.stats` gives them."""
+    """Each alias's pool figures in this process, as :meth:`wsgipool.Pool.stats` gives them."""
     return {alias: pool.stats() for alias, pool in pools().items()}
 
 
@@ -68,7 +68,11 @@ def open_pools(*aliases: str) -> Dict[str, Pool]:
 
 def close_pool(alias: str) -> None:
     """Close the alias's pool (idle connections now, the rest as they return); the next
-    connect makes a new one."""
+    connect makes a new one.
+
+    :param alias: the ``DATABASES`` key whose pool to close; an alias with no pool in
+        this process is left alone.
+    """
     with _POOLS_LOCK:
         found = _POOLS.pop(alias, None)
     if found is not None:

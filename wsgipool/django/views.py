@@ -22,7 +22,11 @@ from .pooling import pools
 
 
 def stats(request: Any) -> HttpResponse:
-    """The pools of the process serving the request (under gunicorn, one worker's)."""
+    """The pools of the process serving the request (under gunicorn, one worker's).
+
+    :param request: the request; ``?format=prometheus`` or an ``Accept`` asking for
+        Prometheus text answers that format, anything else JSON.
+    """
     found = list(pools().values())
     if wants_prometheus(request.META):
         response = HttpResponse(as_prometheus(found),
