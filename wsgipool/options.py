@@ -20,6 +20,18 @@ def _whole(option: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _waiting_bound(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_waiting must be a whole number of checkouts (0 or more) or "
+                        f"None for no bound, not {type(value).__name__}")
+    if value < 0:
+        raise ConfigurationError("max_waiting must be 0 or more (0: never queue), or None "
+                                 f"for no bound, not {value}")
+    return value
+
+
 #: The longest checkout wait: a request that waited an hour for a connection is gone.
 MAX_TIMEOUT = 3600.0
 #: The longest of the optional limits: any wait on one must stay below what the platform
@@ -89,6 +101,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "max_size": lambda value: _whole("max_size", value, minimum=1),
     "min_size": lambda value: _whole("min_size", value, minimum=0),
     "timeout": lambda value: _seconds("timeout", value),
+    "max_waiting": _waiting_bound,
     "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
     "max_idle": lambda value: _seconds("max_idle", value, optional=True),
     "hold_warning": lambda value: _seconds("hold_warning", value, optional=True),
