@@ -234,3 +234,124 @@ def test_a_server_answers_503_with_retry_after_when_the_queue_is_full(queue_serv
     assert len({turns[name][1] for name in turns}) == 1  # one session, handed down the queue
     after = pool_stats()
     assert (after["queue_full"], after["timeouts"], after["connects"]) == (1, 0, 1)
+
+
+# -- pacing refusals, and their log lines ----------------------------------------------------
+
+def _call(middleware, path="/x"):
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen.update(status=status, headers=dict(headers))
+
+    body = middleware({"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
+                       "QUERY_STRING": ""}, start_response)
+    try:
+        b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return seen["status"], seen["headers"]
+
+
+@pytest.fixture
+def slept(monkeypatch):
+    """The seconds the middleware asked to sleep, instead of sleeping them."""
+    import wsgipool.middleware
+
+    asked = []
+    monkeypatch.setattr(wsgipool.middleware.time, "sleep", asked.append)
+    return asked
+
+
+def _handler(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+@pytest.mark.parametrize("timeout, max_waiting, expected", [
+    pytest.param(10, 0, (0.16, 0.2), id="queue-full-paced"),
+    pytest.param(0.05, None, (0.12, 0.15), id="short-timeout-paced-for-the-rest"),
+    pytest.param(0.3, None, None, id="timeout-longer-than-the-pace"),
+])
+def test_a_refusal_is_held_until_the_pace_then_answered_503(sqlite, slept, timeout,
+                                                             max_waiting, expected):
+    options = {} if max_waiting is None else {"max_waiting": max_waiting}
+    middleware = PoolMiddleware(_handler, sqlite.url, max_size=1, timeout=timeout,
+                                pace_refusals=0.2, **options)
+    try:
+        with middleware.pool.connection():
+            status, headers = _call(middleware)
+        assert (status, headers["Retry-After"]) == ("503 Service Unavailable", "1")
+        if expected is None:
+            assert slept == []
+        else:
+            (asked,) = slept
+            assert expected[0] <= asked <= expected[1], asked
+        assert _call(middleware)[0] == "200 OK" and len(slept) == (expected is not None)
+    finally:
+        middleware.pool.close()
+
+
+def test_no_pace_when_turned_off_or_for_a_database_that_refuses(sqlite, slept):
+    off = PoolMiddleware(_handler, sqlite.url, max_size=1, max_waiting=0, pace_refusals=0)
+    down = PoolMiddleware(_handler, "postgresql://nobody@127.0.0.1:1/none", timeout=1)
+    try:
+        with off.pool.connection():
+            assert _call(off)[0] == "503 Service Unavailable"
+        assert _call(down)[0] == "503 Service Unavailable"  # ConnectError: not paced
+        assert slept == []
+        assert (off.pace_refusals, down.pace_refusals) == (0.0, 0.05)  # 0.05: the default
+    finally:
+        off.pool.close()
+        down.pool.close()
+
+
+def test_refusals_are_logged_once_a_second_with_a_count(sqlite, slept, caplog, monkeypatch):
+    """Before: one warning per refusal, thousands a second under overload."""
+    import logging
+
+    import wsgipool.middleware
+
+    monkeypatch.setattr(wsgipool.middleware._Refusals, "INTERVAL", 3600.0)
+    middleware = PoolMiddleware(_handler, sqlite.url, max_size=1, max_waiting=0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="wsgipool.middleware"):
+            with middleware.pool.connection():
+                for _ in range(5):
+                    assert _call(middleware)[0] == "503 Service Unavailable"
+                middleware._refusals._next = 0.0  # as if the interval had passed
+                assert _call(middleware, "/y")[0] == "503 Service Unavailable"
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("answered 503 to GET /x: no connection free")
+        assert lines[1].startswith("answered 503 to GET /y") and lines[1].endswith(
+            "(4 more 503s since the last line)")
+        assert middleware.pool.stats()["queue_full"] == 6
+    finally:
+        middleware.pool.close()
+
+
+@pytest.mark.parametrize("value, error, message", [
+    pytest.param(-0.1, ConfigurationError, "pace_refusals must be between 0 and 10 seconds, "
+                 "not -0.1", id="negative"),
+    pytest.param("fast", TypeError, "pace_refusals must be a number of seconds (0: answer "
+                 "at once), not str", id="str"),
+])
+def test_bad_pace_is_named(sqlite, value, error, message):
+    with pytest.raises(error) as caught:
+        PoolMiddleware(_handler, sqlite.url, pace_refusals=value)
+    assert message in str(caught.value)
+
+
+def test_pace_everywhere_options_go(sqlite, fresh_settings, monkeypatch):
+    wsgipool.configure(sqlite.url, pace_refusals=0.02)
+    first = PoolMiddleware(_handler)
+    monkeypatch.setattr(wsgipool_settings, "_configured", None)
+    monkeypatch.setenv("DATABASE_URL", sqlite.url)
+    monkeypatch.setenv("WSGIPOOL_PACE_REFUSALS", "0")
+    second = PoolMiddleware(_handler)
+    try:
+        assert (first.pace_refusals, second.pace_refusals) == (0.02, 0.0)
+    finally:
+        first.pool.close()
+        second.pool.close()

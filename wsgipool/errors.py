@@ -14,7 +14,10 @@ class DriverNotInstalled(ConfigurationError, ImportError):
 
 
 class PoolTimeout(PoolError):
-    """No connection became free within the pool's ``timeout``."""
+    """No connection became free within the pool's ``timeout``; or, with ``queue_full``
+    true, ``max_waiting`` checkouts were already waiting and this one did not wait."""
+
+    queue_full = False
 
 
 class ConnectError(PoolError):

@@ -130,6 +130,15 @@ def _retry_after(value: Any) -> int:
     return value
 
 
+def _pace(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"pace_refusals must be a number of seconds (0: answer at once), "
+                        f"not {type(value).__name__}")
+    if not 0 <= value <= 10:
+        raise ConfigurationError(f"pace_refusals must be between 0 and 10 seconds, not {value}")
+    return float(value)
+
+
 def _stats_path(value: Any) -> Optional[str]:
     if value is not None and (not isinstance(value, str) or not value.startswith("/")):
         raise TypeError(f"stats_path must be a path starting with '/', not {value!r}")
@@ -139,7 +148,7 @@ def _stats_path(value: Any) -> Optional[str]:
 #: The middleware's own options, with their defaults (``PoolMiddleware``'s signature).
 MIDDLEWARE_DEFAULTS: Dict[str, Any] = {
     "environ_key": "db.conn", "retry_after": 1, "server_timing": False,
-    "stats_path": None, "transaction": False, "lazy": False,
+    "stats_path": None, "transaction": False, "lazy": False, "pace_refusals": 0.05,
 }
 MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "environ_key": _environ_key,
@@ -148,6 +157,7 @@ MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "stats_path": _stats_path,
     "transaction": lambda value: _flag("transaction", value),
     "lazy": lambda value: _flag("lazy", value),
+    "pace_refusals": _pace,
 }
 
 

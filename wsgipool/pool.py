@@ -351,8 +351,11 @@ class Pool(Housekeeping, ProcessBound):
         stats = self._stats
         if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
             stats.queue_full += 1
-            raise PoolTimeout(f"no connection free in pool {self.name} and {self.max_waiting}"
-                              f" checkouts already waiting (max_waiting={self.max_waiting})")
+            refused = PoolTimeout(f"no connection free in pool {self.name} and "
+                                  f"{self.max_waiting} checkouts already waiting "
+                                  f"(max_waiting={self.max_waiting})")
+            refused.queue_full = True
+            raise refused
         waiter = _Waiter()
         self._waiters.append(waiter)
         if len(self._waiters) > stats.peak_waiting:

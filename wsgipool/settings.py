@@ -277,7 +277,7 @@ TEXT_OPTIONS: Dict[str, Any] = {
     "pre_ping": _bool_or_seconds, "reset": _reset, "on_connect": _reset, "name": _text,
     "transaction_pooling": _bool, "fail_at_boot": _bool,
     "environ_key": _text, "retry_after": _int, "server_timing": _bool,
-    "stats_path": _text, "transaction": _bool, "lazy": _bool,
+    "stats_path": _text, "transaction": _bool, "lazy": _bool, "pace_refusals": _float,
 }
 
 
