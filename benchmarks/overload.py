@@ -78,7 +78,7 @@ class OverloadServer(Server):
                  "--bind", f"fd://{listener.fileno()}", "--workers", "1",
                  "--worker-class", "gevent", "--worker-connections", "1000",
                  "--log-level", "warning", "--graceful-timeout", "5",
-                 "overload_app:app"],
+                 env.get("OVERLOAD_APP", "overload_app:app")],
                 cwd=HERE, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
         listener.close()

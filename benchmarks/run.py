@@ -5,7 +5,8 @@
 
 Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMiddleware
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
-and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi). The report starts with the machine and versions, then every target of the
+and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi),
+``overload`` (300 clients on a pool of 4 under gevent, refused ones retrying at once). The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
 
@@ -19,10 +20,10 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/run.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import common, contention, cycle, e2e, middleware, servers  # noqa: E402
+from benchmarks import common, contention, cycle, e2e, middleware, overload, servers  # noqa: E402
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run, "servers": servers.run}
+            "e2e": e2e.run, "servers": servers.run, "overload": overload.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -38,6 +39,8 @@ def main(argv=None) -> None:
                         help="interleaved rounds of the end-to-end section (default 3)")
     parser.add_argument("--e2e-seconds", type=int, metavar="S",
                         help="seconds of each wrk run (default 3)")
+    parser.add_argument("--overload-seconds", type=float, metavar="S",
+                        help="seconds of load per row of the overload section (default 5)")
     parser.add_argument("--e2e-keep-alive", action="store_true",
                         help="let wrk keep its connections open (noisier with gthread: "
                              "how its 8 connections split between the workers varies)")
@@ -59,6 +62,8 @@ def main(argv=None) -> None:
         if name == "e2e":
             section = e2e.run(args.quick, rounds=args.e2e_rounds, seconds=args.e2e_seconds,
                               keep_alive=args.e2e_keep_alive)
+        elif name == "overload":
+            section = overload.run(args.quick, seconds=args.overload_seconds)
         elif name == "servers":
             section = servers.run(args.quick, keep_alive=args.e2e_keep_alive)
         else:

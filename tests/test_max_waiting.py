@@ -259,7 +259,7 @@ def slept(monkeypatch):
     import wsgipool.middleware
 
     asked = []
-    monkeypatch.setattr(wsgipool.middleware.time, "sleep", asked.append)
+    monkeypatch.setattr(wsgipool.middleware, "pause", asked.append)
     return asked
 
 
@@ -300,7 +300,7 @@ def test_no_pace_when_turned_off_or_for_a_database_that_refuses(sqlite, slept):
             assert _call(off)[0] == "503 Service Unavailable"
         assert _call(down)[0] == "503 Service Unavailable"  # ConnectError: not paced
         assert slept == []
-        assert (off.pace_refusals, down.pace_refusals) == (0.0, 0.05)  # 0.05: the default
+        assert (off.pace_refusals, down.pace_refusals) == (0.0, 0.08)  # 0.08: the default
     finally:
         off.pool.close()
         down.pool.close()
@@ -355,3 +355,23 @@ def test_pace_everywhere_options_go(sqlite, fresh_settings, monkeypatch):
     finally:
         first.pool.close()
         second.pool.close()
+
+
+def test_the_pause_lets_other_greenlets_run_under_gevent():
+    """In a gevent-patched process the pause is cooperative: the hub serves others."""
+    import subprocess
+    import sys
+
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import gevent, time\n"
+        "from wsgipool.pacing import pause, _gevent_hub\n"
+        "ran = []\n"
+        "other = gevent.spawn(lambda: ran.append(time.monotonic()))\n"
+        "started = time.monotonic()\n"
+        "pause(0.05)\n"
+        "print(_gevent_hub() is not None, len(ran), ran[0] < started + 0.05,"
+        " time.monotonic() - started >= 0.05)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.stdout.split() == ["True", "1", "True", "True"], done.stderr

@@ -29,6 +29,7 @@ from typing import (
 from .clock import HoldClock
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .labels import RequestLabel, request_line
+from .pacing import pause
 from .pool import Pool, PooledConnection
 from .exporters import StatsApp
 from .request import (
@@ -91,7 +92,7 @@ class PoolMiddleware:
         transaction: bool = False,
         databases: Optional[Mapping[str, Union[str, Pool]]] = None,
         lazy: bool = False,
-        pace_refusals: float = 0.05,  # seconds
+        pace_refusals: float = 0.08,  # seconds
         **pool_options: Any,
     ) -> None:
         if not callable(app):
@@ -282,11 +283,9 @@ class PoolMiddleware:
             # A queue-full refusal comes at once; a timeout has waited the pool's timeout.
             waited = 0.0 if why.queue_full else self.pool.timeout  # type: ignore[union-attr]
             if waited < self.pace_refusals:
-                # Cooperative under gevent and eventlet; each refusal drawn from the last
-                # fifth of the pace, so that refusals that came together do not return
-                # together.
-                # time.sleep looked up now: gevent patches it after we are imported.
-                time.sleep((self.pace_refusals - waited) * (1.0 - 0.2 * random()))
+                # Each drawn from the last fifth of the pace, so that refusals that came
+                # together do not come back together.
+                pause((self.pace_refusals - waited) * (1.0 - 0.2 * random()))
         if not getattr(why, "logged", False):  # else the pool said it, naming the request
             self._refusals.log(environ, why)
         if exc_info is None:

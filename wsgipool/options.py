@@ -148,7 +148,7 @@ def _stats_path(value: Any) -> Optional[str]:
 #: The middleware's own options, with their defaults (``PoolMiddleware``'s signature).
 MIDDLEWARE_DEFAULTS: Dict[str, Any] = {
     "environ_key": "db.conn", "retry_after": 1, "server_timing": False,
-    "stats_path": None, "transaction": False, "lazy": False, "pace_refusals": 0.05,
+    "stats_path": None, "transaction": False, "lazy": False, "pace_refusals": 0.08,
 }
 MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "environ_key": _environ_key,
