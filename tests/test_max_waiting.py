@@ -255,11 +255,16 @@ def _call(middleware, path="/x"):
 
 @pytest.fixture
 def slept(monkeypatch):
-    """The seconds the middleware asked to sleep, instead of sleeping them."""
-    import wsgipool.middleware
+    """The seconds the middleware asked to pause, instead of pausing (each on time)."""
+    import wsgipool.pacing
 
     asked = []
-    monkeypatch.setattr(wsgipool.middleware, "pause", asked.append)
+
+    def pause(seconds):
+        asked.append(seconds)
+        return 0.0
+
+    monkeypatch.setattr(wsgipool.pacing, "pause", pause)
     return asked
 
 
@@ -357,6 +362,32 @@ def test_pace_everywhere_options_go(sqlite, fresh_settings, monkeypatch):
         second.pool.close()
 
 
+def test_pauses_lengthen_while_the_process_is_behind_and_recover(monkeypatch):
+    """A pause that wakes up late (the process is behind) lengthens the next ones, up to
+    MAX_EXTRA; pauses on time shorten them again to the plain pace."""
+    import wsgipool.pacing
+    from wsgipool.pacing import Pacer
+
+    asked, lateness = [], [0.2]
+    monkeypatch.setattr(wsgipool.pacing, "pause",
+                        lambda seconds: asked.append(seconds) or lateness[0])
+    pacer = Pacer()
+    for _ in range(10):
+        pacer.hold(0.08)
+    assert 0.064 <= asked[0] <= 0.08  # the plain pace, less up to a fifth
+    assert asked[-1] > asked[0] + 0.05 and pacer.extra > 0.05
+    for _ in range(1000):
+        pacer.hold(0.08)
+    assert pacer.extra == Pacer.MAX_EXTRA and asked[-1] <= 0.08 + Pacer.MAX_EXTRA
+    lateness[0] = 0.0
+    for _ in range(1000):
+        pacer.hold(0.08)
+    assert 0 < pacer.extra < Pacer.MAX_EXTRA  # shorter, one on-time pause at a time
+    for _ in range(round(Pacer.MAX_EXTRA / (Pacer.GAIN * Pacer.ON_TIME))):
+        pacer.hold(0.08)
+    assert pacer.extra == 0.0 and asked[-1] <= 0.08
+
+
 def test_the_pause_lets_other_greenlets_run_under_gevent():
     """In a gevent-patched process the pause is cooperative: the hub serves others."""
     import subprocess
@@ -369,9 +400,23 @@ def test_the_pause_lets_other_greenlets_run_under_gevent():
         "ran = []\n"
         "other = gevent.spawn(lambda: ran.append(time.monotonic()))\n"
         "started = time.monotonic()\n"
-        "pause(0.05)\n"
+        "late = pause(0.05)\n"
         "print(_gevent_hub() is not None, len(ran), ran[0] < started + 0.05,"
-        " time.monotonic() - started >= 0.05)\n")
+        " time.monotonic() - started >= 0.05, 0 <= late < 1)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=ROOT)
-    assert done.stdout.split() == ["True", "1", "True", "True"], done.stderr
+    assert done.stdout.split() == ["True", "1", "True", "True", "True"], done.stderr
+
+
+def test_the_docs_middleware_snippet(sqlite):
+    from readme import snippet
+
+    code = snippet("overload-middleware").replace("postgresql://app@db/app", sqlite.url)
+    namespace = {}
+    exec(code, namespace)
+    app = namespace["app"]
+    try:
+        assert (app.pool.max_size, app.pool.max_waiting, app.pace_refusals) == (4, 16, 0.08)
+        assert _call(app)[0] == "200 OK"
+    finally:
+        app.pool.close()

@@ -21,7 +21,6 @@ import os
 import sys
 import threading
 import time
-from random import random
 from typing import (
     TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union,
 )
@@ -29,7 +28,7 @@ from typing import (
 from .clock import HoldClock
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .labels import RequestLabel, request_line
-from .pacing import pause
+from .pacing import Pacer
 from .pool import Pool, PooledConnection
 from .exporters import StatsApp
 from .request import (
@@ -165,6 +164,7 @@ class PoolMiddleware:
         self.retry_after = retry_after
         self.pace_refusals = pace_refusals
         self._refusals = _Refusals()
+        self._pacer = Pacer()
         # Named pools or lazy checkout: each request gets a RequestConnections.
         self._per_request = lazy or len(self.pools) > 1
         self._stats_app = (StatsApp([p for p in self.pools.values() if p is not None])
@@ -282,10 +282,7 @@ class PoolMiddleware:
         if isinstance(why, PoolTimeout) and self.pace_refusals:
             # A queue-full refusal comes at once; a timeout has waited the pool's timeout.
             waited = 0.0 if why.queue_full else self.pool.timeout  # type: ignore[union-attr]
-            if waited < self.pace_refusals:
-                # Each drawn from the last fifth of the pace, so that refusals that came
-                # together do not come back together.
-                pause((self.pace_refusals - waited) * (1.0 - 0.2 * random()))
+            self._pacer.hold(self.pace_refusals - waited)
         if not getattr(why, "logged", False):  # else the pool said it, naming the request
             self._refusals.log(environ, why)
         if exc_info is None:
