@@ -29,7 +29,7 @@ _LOWEST = -2
 class Pacer:
     """The pauses of one middleware's refusals, longer while the process is behind."""
 
-    __slots__ = ("extra",)
+    __slots__ = ("extra", "late_at")
 
     #: Lateness (seconds) a pause may have without lengthening the next ones: the
     #: process is keeping up.
@@ -40,19 +40,28 @@ class Pacer:
     #: The most a pause is lengthened (seconds): a refusal is never held much longer
     #: than the ``Retry-After`` second its client is asked to wait.
     MAX_EXTRA = 1.0
+    #: Seconds without a late pause after which an overload is over: pauses are plain
+    #: again, so the next burst does not start with the last one's lengthening.
+    OVER_AFTER = 2.0
 
     def __init__(self) -> None:
         self.extra = 0.0  # seconds added to each pause while the process is behind
+        self.late_at = 0.0  # when a pause last woke up late (time.monotonic())
 
     def hold(self, seconds: float) -> None:
         """Pause about ``seconds`` (from 80% to 100% of it, so that refusals that came
         together do not come back together), plus ``extra``; then adjust ``extra``."""
+        if self.extra and time.monotonic() - self.late_at > self.OVER_AFTER:
+            self.extra = 0.0
         delay = max(0.0, seconds) * (1.0 - 0.2 * random()) + self.extra
         if delay <= 0.0:
             return
         late = pause(delay)
-        # Up with each late pause, down by GAIN × ON_TIME with each pause on time: a
-        # process that fell behind once stays careful for some thousands of refusals.
+        if late > self.ON_TIME:
+            self.late_at = time.monotonic()
+        # Up with each late pause, down by GAIN × ON_TIME with each pause on time: slow
+        # to shorten while refusals keep coming (most wake on time once lengthened
+        # enough), and reset once none has been late for OVER_AFTER seconds.
         # (Threads may race on this figure: a lost update only shifts one pause.)
         extra = self.extra + self.GAIN * (late - self.ON_TIME)
         self.extra = min(self.MAX_EXTRA, max(0.0, extra))
