@@ -5,7 +5,7 @@ each sending its next ``GET`` as soon as the last answer is in.
 
 Refused clients (503) retry at once, as many real clients and load balancers do; with
 ``--honour-retry-after`` they wait the ``Retry-After`` seconds first. One thread, one
-``selectors`` loop, raw sockets: no wrk needed, and about 20 µs of client CPU per request.
+``selectors`` loop, raw sockets: no wrk needed, and about 30 µs of client CPU per request.
 It prints one JSON object: answers by status within the measured window (after
 ``--warm`` seconds), latencies of successes and of refusals, requests still unanswered
 at the end, and the client's own CPU seconds (to show it was not the bottleneck).

@@ -179,7 +179,8 @@ def report(results: Dict[str, Dict[str, List[Dict[str, Any]]]], seconds: float,
             f"{REFUSAL_P99_TARGET * 1e3:.0f} ms. Unanswered: requests still waiting when "
             "the window closed (a row that answers some requests only after seconds "
             "leaves them out of its p99).\n\n"
-            + table(["pool", "successes/s", "÷ saturation", "each round", "p50 ms", "p99 ms", "max ms",
+            + table(["pool", "successes/s", "÷ saturation", "each round", "p50 ms",
+                     "p99 ms", "max ms",
                      "refusals/s", "refusal p99 ms", "errors", "unanswered at end",
                      "client CPU (cores)"], rows))
     return Section("\n\n".join(texts), targets)
