@@ -61,8 +61,9 @@ class PoolMiddleware:
     :param pace_refusals: seconds after its arrival before a request refused for want
         of a connection (the pool's ``timeout`` or ``max_waiting``) gets its 503. Under
         overload, clients that retry at once would otherwise turn fast refusals into a
-        flood that takes the CPU from the requests holding connections; ``0``: answer
-        at once.
+        flood that takes the CPU from the requests holding connections; while the
+        process falls behind, refusals are held longer (up to 1 s more); ``0``: answer
+        at once. Default 0.08 (see ``docs/overload.rst``).
     :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header.
     :param stats_path: a path (``"/_pool"``) where this middleware answers the pool's
         stats as JSON, or Prometheus text when asked; off by default: keep it private.

@@ -135,7 +135,7 @@ class Pool(Housekeeping, ProcessBound):
     :param max_waiting: the most checkouts queued at once; one that finds that many
         already waiting fails at once with :class:`~wsgipool.PoolTimeout` (counted in
         ``stats()["queue_full"]``), so an overloaded process refuses quickly instead of
-        making everyone wait; ``0``: never queue; ``None``: no bound.
+        making everyone wait; ``0``: never queue; ``None``: no bound. Default ``None``.
     :param max_lifetime: seconds after which a connection is retired (each one between
         95% and 100% of this, so they do not all reconnect at once); ``None``: never.
     :param max_idle: seconds an idle connection may wait before it is closed (the pool
