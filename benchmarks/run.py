@@ -7,7 +7,8 @@ Sections: ``cycle`` (checkout + return, one thread), ``middleware`` (what PoolMi
 adds to a request), ``contention`` (8 and 32 threads on a pool of 4), ``e2e`` (gunicorn
 and wrk), ``servers`` (the same app under gunicorn, uWSGI and Apache mod_wsgi), ``remote``
 (the pools end to end with 1 ms to the database, through benchmarks/latency_proxy.py),
-``django`` (round trips and time per request against Django's own connection handling).
+``django`` (round trips and time per request against Django's own connection handling),
+``overload`` (300 clients on a pool of 4 under gevent, refused ones retrying at once).
 The report starts with the machine and versions, then every target of the
 issue and where this run put wsgipool against it, then each section's figures.
 """
@@ -23,11 +24,12 @@ if __name__ == "__main__" and not __package__:  # run as a script: benchmarks/ru
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import (  # noqa: E402
-    common, contention, cycle, django, e2e, middleware, remote, servers,
+    common, contention, cycle, django, e2e, middleware, overload, remote, servers,
 )
 
 SECTIONS = {"cycle": cycle.run, "middleware": middleware.run, "contention": contention.run,
-            "e2e": e2e.run, "servers": servers.run, "remote": remote.run, "django": django.run}
+            "e2e": e2e.run, "servers": servers.run, "remote": remote.run, "django": django.run,
+            "overload": overload.run}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -43,6 +45,8 @@ def main(argv=None) -> None:
                         help="interleaved rounds of the end-to-end section (default 3)")
     parser.add_argument("--e2e-seconds", type=int, metavar="S",
                         help="seconds of each wrk run (default 3)")
+    parser.add_argument("--overload-seconds", type=float, metavar="S",
+                        help="seconds of load per row of the overload section (default 5)")
     parser.add_argument("--e2e-keep-alive", action="store_true",
                         help="let wrk keep its connections open (noisier with gthread: "
                              "how its 8 connections split between the workers varies)")
@@ -74,6 +78,8 @@ def main(argv=None) -> None:
             section = remote.run(args.quick, rounds=args.remote_rounds,
                                  seconds=args.remote_seconds, delay=args.remote_delay / 1e3,
                                  keep_alive=args.e2e_keep_alive)
+        elif name == "overload":
+            section = overload.run(args.quick, seconds=args.overload_seconds)
         elif name == "servers":
             section = servers.run(args.quick, keep_alive=args.e2e_keep_alive)
         else:

@@ -14,9 +14,9 @@ from wsgipool import settings as wsgipool_settings
 
 # Every middleware option, set to something other than its default.
 MIDDLEWARE = dict(environ_key="db", retry_after=7, server_timing=True,
-                  stats_path="/_pool", transaction=True, lazy=True)
+                  stats_path="/_pool", transaction=True, lazy=True, pace_refusals=0.01)
 AS_TEXT = dict(environ_key="db", retry_after="7", server_timing="true",
-               stats_path="/_pool", transaction="yes", lazy="on")
+               stats_path="/_pool", transaction="yes", lazy="on", pace_refusals="0.01")
 
 
 def app(environ, start_response):

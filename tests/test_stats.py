@@ -15,7 +15,7 @@ from wsgipool.prometheus import PoolCollector
 KEYS = {
     "max_size", "size", "in_use", "idle", "opening", "waiting", "peak_in_use", "peak_waiting",
     "connects", "connect_errors", "closes", "checkouts", "returns", "reuse_ratio", "waits",
-    "timeouts", "rollbacks", "pings", "discards", "discard_reasons", "wait_seconds",
+    "timeouts", "queue_full", "rollbacks", "pings", "discards", "discard_reasons", "wait_seconds",
     "hold_seconds", "connect_seconds",
 }
 TIMING_KEYS = {"count", "total", "max", "p50", "p95", "p99"}

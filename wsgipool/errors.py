@@ -15,11 +15,15 @@ class DriverNotInstalled(ConfigurationError, ImportError):
 
 
 class PoolTimeout(PoolError):
-    """No connection became free within the pool's ``timeout``.
+    """No connection became free within the pool's ``timeout``; or, with ``queue_full``
+    true, ``max_waiting`` checkouts were already waiting and this one did not wait.
 
     The middleware answers it with ``503 Service Unavailable`` and ``Retry-After``; the
-    ``timeouts`` figure of :meth:`wsgipool.Pool.stats` counts it.
+    ``timeouts`` figure of :meth:`wsgipool.Pool.stats` counts the first kind,
+    ``queue_full`` the second.
     """
+
+    queue_full = False
 
 
 class ConnectError(PoolError):

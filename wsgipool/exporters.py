@@ -53,6 +53,8 @@ METRICS: Sequence[Tuple[str, str, str, str]] = (
     ("returns", "wsgipool_returns_total", "counter", "Checkouts ended."),
     ("waits", "wsgipool_waits_total", "counter", "Checkouts that had to queue."),
     ("timeouts", "wsgipool_timeouts_total", "counter", "Checkouts that timed out."),
+    ("queue_full", "wsgipool_queue_full_total", "counter",
+     "Checkouts refused at once: max_waiting were already waiting."),
     ("rollbacks", "wsgipool_rollbacks_total", "counter", "Rollbacks on return."),
     ("pings", "wsgipool_pings_total", "counter", "Liveness checks passed."),
 )

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import (
     TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union,
 )
@@ -27,6 +28,7 @@ from typing import (
 from .clock import HoldClock
 from .errors import ConfigurationError, ConnectError, PoolClosed, PoolTimeout
 from .labels import RequestLabel, request_line
+from .pacing import Pacer
 from .pool import Pool, PooledConnection
 from .exporters import StatsApp
 from .request import (
@@ -76,6 +78,12 @@ class PoolMiddleware:
     :param environ_key: where the connection goes in the WSGI environ; default
         ``"db.conn"``.
     :param retry_after: whole seconds sent in ``Retry-After`` with a 503; default 1.
+    :param pace_refusals: seconds after its arrival before a request refused for want
+        of a connection (the pool's ``timeout`` or ``max_waiting``) gets its 503. Under
+        overload, clients that retry at once would otherwise turn fast refusals into a
+        flood that takes the CPU from the requests holding connections; while the
+        process falls behind, refusals are held longer (up to 1 s more); ``0``: answer
+        at once. Default 0.08 (see :doc:`overload`).
     :param server_timing: add a ``Server-Timing: db-wait;dur=<ms>`` response header;
         default ``False``.
     :param stats_path: a path (``"/_pool"``) where this middleware answers the pool's
@@ -122,6 +130,7 @@ class PoolMiddleware:
         transaction: bool = False,
         databases: Optional[Mapping[str, Union[str, Pool]]] = None,
         lazy: bool = False,
+        pace_refusals: float = 0.08,  # seconds
         **pool_options: Any,
     ) -> None:
         if not callable(app):
@@ -132,7 +141,7 @@ class PoolMiddleware:
                                   POOL_OPTIONS | set(MIDDLEWARE_CHECKS) | {"databases"})
         given = dict(environ_key=environ_key, retry_after=retry_after,
                      server_timing=server_timing, stats_path=stats_path,
-                     transaction=transaction, lazy=lazy)
+                     transaction=transaction, lazy=lazy, pace_refusals=pace_refusals)
         if url_or_pool is None:
             # Settings made elsewhere (configure(), WSGIPOOL_*) fill what was left at
             # its default here; a keyword given another value wins.
@@ -144,6 +153,7 @@ class PoolMiddleware:
         environ_key, retry_after, server_timing, stats_path, transaction, lazy = (
             given["environ_key"], given["retry_after"], given["server_timing"],
             given["stats_path"], given["transaction"], given["lazy"])
+        pace_refusals = given["pace_refusals"]
         if isinstance(url_or_pool, Pool):
             if pool_options:
                 raise TypeError(
@@ -166,15 +176,17 @@ class PoolMiddleware:
         self._waiting_options = pool_options  # for a pool made at the first request
         self._explicit = {option for option, value in
                           zip(MIDDLEWARE_DEFAULTS, (environ_key, retry_after, server_timing,
-                                                    stats_path, transaction, lazy))
+                                                    stats_path, transaction, lazy,
+                                                    pace_refusals))
                           if value != MIDDLEWARE_DEFAULTS[option]}
         self._pool_lock = threading.Lock()
         self._apply(environ_key=environ_key, retry_after=retry_after,
                     server_timing=server_timing, stats_path=stats_path,
-                    transaction=transaction, lazy=lazy)
+                    transaction=transaction, lazy=lazy, pace_refusals=pace_refusals)
 
     def _apply(self, *, environ_key: str, retry_after: int, server_timing: bool,
-               stats_path: Optional[str], transaction: bool, lazy: bool) -> None:
+               stats_path: Optional[str], transaction: bool, lazy: bool,
+               pace_refusals: float) -> None:
         """Set the middleware's options, and what the request path derives from them."""
         if transaction:
             for name, pool in self.pools.items():
@@ -189,6 +201,9 @@ class PoolMiddleware:
         self.stats_path = stats_path
         self.lazy = lazy
         self.retry_after = retry_after
+        self.pace_refusals = pace_refusals
+        self._refusals = _Refusals()
+        self._pacer = Pacer()
         # Named pools or lazy checkout: each request gets a RequestConnections.
         self._per_request = lazy or len(self.pools) > 1
         self._stats_app = (StatsApp([p for p in self.pools.values() if p is not None])
@@ -303,8 +318,12 @@ class PoolMiddleware:
 
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
+        if isinstance(why, PoolTimeout) and self.pace_refusals:
+            # A queue-full refusal comes at once; a timeout has waited the pool's timeout.
+            waited = 0.0 if why.queue_full else self.pool.timeout  # type: ignore[union-attr]
+            self._pacer.hold(self.pace_refusals - waited)
         if not getattr(why, "logged", False):  # else the pool said it, naming the request
-            log.warning("answered 503 to %s: %s", request_line(environ), why)
+            self._refusals.log(environ, why)
         if exc_info is None:
             start_response("503 Service Unavailable", list(self._unavailable_headers))
         else:
@@ -315,6 +334,29 @@ class PoolMiddleware:
 
 # What a checkout raises when no connection can be had: the client gets a 503.
 _UNAVAILABLE = (PoolTimeout, ConnectError, PoolClosed)
+
+
+class _Refusals:
+    """The 503 warnings of one middleware: the first at once, then at most one a second
+    saying how many were left unsaid. Under overload a line per refusal would flood
+    the log and spend the CPU the requests being served need."""
+
+    __slots__ = ("_next", "_unsaid")
+    INTERVAL = 1.0  # seconds
+
+    def __init__(self) -> None:
+        self._next = 0.0
+        self._unsaid = 0
+
+    def log(self, environ: "WSGIEnvironment", why: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._unsaid += 1  # (a race between threads may lose a count: only a log line)
+            return
+        self._next = now + self.INTERVAL
+        unsaid, self._unsaid = self._unsaid, 0
+        log.warning("answered 503 to %s: %s%s", request_line(environ), why,
+                    f" ({unsaid} more 503s since the last line)" if unsaid else "")
 
 
 def _named_pools(databases: Optional[Mapping[str, Union[str, Pool]]],

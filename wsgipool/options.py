@@ -20,6 +20,18 @@ def _whole(option: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _waiting_bound(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_waiting must be a whole number of checkouts (0 or more) or "
+                        f"None for no bound, not {type(value).__name__}")
+    if value < 0:
+        raise ConfigurationError("max_waiting must be 0 or more (0: never queue), or None "
+                                 f"for no bound, not {value}")
+    return value
+
+
 #: The longest checkout wait: a request that waited an hour for a connection is gone.
 MAX_TIMEOUT = 3600.0
 #: The longest of the optional limits: any wait on one must stay below what the platform
@@ -89,6 +101,7 @@ CHECKS: Dict[str, Callable[[Any], Any]] = {
     "max_size": lambda value: _whole("max_size", value, minimum=1),
     "min_size": lambda value: _whole("min_size", value, minimum=0),
     "timeout": lambda value: _seconds("timeout", value),
+    "max_waiting": _waiting_bound,
     "max_lifetime": lambda value: _seconds("max_lifetime", value, optional=True),
     "max_idle": lambda value: _seconds("max_idle", value, optional=True),
     "hold_warning": lambda value: _seconds("hold_warning", value, optional=True),
@@ -117,6 +130,15 @@ def _retry_after(value: Any) -> int:
     return value
 
 
+def _pace(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"pace_refusals must be a number of seconds (0: answer at once), "
+                        f"not {type(value).__name__}")
+    if not 0 <= value <= 10:
+        raise ConfigurationError(f"pace_refusals must be between 0 and 10 seconds, not {value}")
+    return float(value)
+
+
 def _stats_path(value: Any) -> Optional[str]:
     if value is not None and (not isinstance(value, str) or not value.startswith("/")):
         raise TypeError(f"stats_path must be a path starting with '/', not {value!r}")
@@ -126,7 +148,7 @@ def _stats_path(value: Any) -> Optional[str]:
 #: The middleware's own options, with their defaults (``PoolMiddleware``'s signature).
 MIDDLEWARE_DEFAULTS: Dict[str, Any] = {
     "environ_key": "db.conn", "retry_after": 1, "server_timing": False,
-    "stats_path": None, "transaction": False, "lazy": False,
+    "stats_path": None, "transaction": False, "lazy": False, "pace_refusals": 0.08,
 }
 MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "environ_key": _environ_key,
@@ -135,6 +157,7 @@ MIDDLEWARE_CHECKS: Dict[str, Callable[[Any], Any]] = {
     "stats_path": _stats_path,
     "transaction": lambda value: _flag("transaction", value),
     "lazy": lambda value: _flag("lazy", value),
+    "pace_refusals": _pace,
 }
 
 
@@ -220,6 +243,12 @@ DESCRIPTIONS: Dict[str, Tuple[str, str]] = {
     "fail_at_boot": ("flag", "When a server starts a worker and the pool cannot connect, "
                      "stop the worker (gunicorn then stops) instead of logging the cause "
                      "and answering 503."),
+    "max_waiting": ("checkouts or ``None``", "Most checkouts queued at once; one more "
+                    "fails at once with ``PoolTimeout`` (503), counted in ``queue_full``. "
+                    "``0``: never queue; ``None``: no bound."),
+    "pace_refusals": ("seconds", "A request refused for want of a connection gets its 503 "
+                      "no sooner than this after arriving, longer while the worker is "
+                      "behind (see *Overload*). ``0``: at once."),
     "environ_key": ("text", "The environ key the request's connection goes in."),
     "retry_after": ("whole seconds", "Sent in ``Retry-After`` with every 503."),
     "server_timing": ("flag", "Add ``Server-Timing: db-wait;dur=<ms>`` to responses."),

@@ -150,6 +150,10 @@ class Pool(Housekeeping, ProcessBound):
         :class:`~wsgipool.PoolTimeout`; also the bound on each round trip the pool
         makes itself (ping, rollback, reset) and, rounded up, on opening a connection.
         Default 10.0, at most 3600.
+    :param max_waiting: the most checkouts queued at once; one that finds that many
+        already waiting fails at once with :class:`~wsgipool.PoolTimeout` (counted in
+        ``stats()["queue_full"]``), so an overloaded process refuses quickly instead of
+        making everyone wait; ``0``: never queue; ``None``: no bound. Default ``None``.
     :param max_lifetime: seconds after which a connection is retired (each one between
         95% and 100% of this, so they do not all reconnect at once); ``None``: never.
         Default 3600.0.
@@ -200,6 +204,7 @@ class Pool(Housekeeping, ProcessBound):
         max_size: int = 10,
         min_size: int = 0,
         timeout: float = 10.0,  # seconds; below gunicorn's 30 s worker timeout
+        max_waiting: Optional[int] = None,  # checkouts queued at once; None: no bound
         max_lifetime: Optional[float] = 3600.0,  # seconds
         max_idle: Optional[float] = 600.0,  # seconds
         pre_ping: Union[bool, float] = False,
@@ -216,6 +221,7 @@ class Pool(Housekeeping, ProcessBound):
             raise ConfigurationError(
                 f"min_size must be at most max_size ({max_size}), not {min_size}")
         self.timeout = _CHECKS["timeout"](timeout)
+        self.max_waiting = _CHECKS["max_waiting"](max_waiting)
         self.max_lifetime = _CHECKS["max_lifetime"](max_lifetime)
         self.max_idle = _CHECKS["max_idle"](max_idle)
         self.pre_ping = _CHECKS["pre_ping"](pre_ping)
@@ -400,9 +406,16 @@ class Pool(Housekeeping, ProcessBound):
             self._size += 1
             self._opening += 1
             return _ROOM
+        stats = self._stats
+        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+            stats.queue_full += 1
+            refused = PoolTimeout(f"no connection free in pool {self.name} and "
+                                  f"{self.max_waiting} checkouts already waiting "
+                                  f"(max_waiting={self.max_waiting})")
+            refused.queue_full = True
+            raise refused
         waiter = _Waiter()
         self._waiters.append(waiter)
-        stats = self._stats
         if len(self._waiters) > stats.peak_waiting:
             stats.peak_waiting = len(self._waiters)
         return waiter

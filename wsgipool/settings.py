@@ -149,8 +149,8 @@ def pool_from_environ(environ: Mapping[str, Any], options: Dict[str, Any]) -> Po
 
 
 # Pool options a server's settings may carry, by name: WSGIPOOL_MAX_SIZE=8 ...
-_POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_lifetime", "max_idle",
-                      "pre_ping", "reset", "on_connect", "hold_warning", "name",
+_POOL_TEXT_OPTIONS = ("max_size", "min_size", "timeout", "max_waiting", "max_lifetime",
+                      "max_idle", "pre_ping", "reset", "on_connect", "hold_warning", "name",
                       "transaction_pooling", "fail_at_boot")
 # Variables read elsewhere (wsgipool.cooperative), and the test suite's own, which
 # name no option on purpose.
@@ -251,6 +251,15 @@ def _int(text: str) -> int:
         raise ValueError("must be a whole number") from None
 
 
+def _optional_int(text: str) -> Optional[int]:
+    if text.strip().lower() in ("none", "unbounded", ""):
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("must be a whole number, or none for no bound") from None
+
+
 def _float(text: str) -> float:
     try:
         return float(text.strip())
@@ -291,13 +300,13 @@ def _text(text: str) -> str:
 
 # How each option's text becomes its value; Pool and PoolMiddleware then check it.
 TEXT_OPTIONS: Dict[str, Any] = {
-    "max_size": _int, "min_size": _int, "timeout": _float,
+    "max_size": _int, "min_size": _int, "timeout": _float, "max_waiting": _optional_int,
     "max_lifetime": _optional_seconds,
     "max_idle": _optional_seconds, "hold_warning": _optional_seconds,
     "pre_ping": _bool_or_seconds, "reset": _reset, "on_connect": _reset, "name": _text,
     "transaction_pooling": _bool, "fail_at_boot": _bool,
     "environ_key": _text, "retry_after": _int, "server_timing": _bool,
-    "stats_path": _text, "transaction": _bool, "lazy": _bool,
+    "stats_path": _text, "transaction": _bool, "lazy": _bool, "pace_refusals": _float,
 }
 
 

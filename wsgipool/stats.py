@@ -97,13 +97,13 @@ class PoolStats:
 
     __slots__ = (
         "connects", "connect_errors", "closes", "checkouts", "returns", "timeouts",
-        "rollbacks", "pings", "peak_in_use", "peak_waiting", "discard_reasons",
+        "queue_full", "rollbacks", "pings", "peak_in_use", "peak_waiting", "discard_reasons",
         "wait", "hold", "connect_time",
     )
 
     def __init__(self, reasons: Iterable[str]) -> None:
         self.connects = self.connect_errors = self.closes = 0
-        self.checkouts = self.returns = self.timeouts = 0
+        self.checkouts = self.returns = self.timeouts = self.queue_full = 0
         self.rollbacks = self.pings = 0
         self.peak_in_use = self.peak_waiting = 0
         self.discard_reasons = dict.fromkeys(reasons, 0)
@@ -147,6 +147,7 @@ class PoolStats:
             "reuse_ratio": round(self.checkouts / self.connects, 2) if self.connects else 0.0,
             "waits": self.wait.count,
             "timeouts": self.timeouts,
+            "queue_full": self.queue_full,
             "rollbacks": self.rollbacks,
             "pings": self.pings,
             "discards": discards,
