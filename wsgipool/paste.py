@@ -19,14 +19,11 @@ from __future__ import annotations
 from typing import Any, Callable, Dict
 
 from .middleware import PoolMiddleware
-from .options import check_options
+from .options import MIDDLEWARE_CHECKS, check_options
 from .settings import options_from_text
 from .urls import redact_url
 
 _DATABASE_PREFIX = "database."
-# The middleware's own options; the rest go to Pool.
-_MIDDLEWARE_OPTIONS = ("environ_key", "retry_after", "server_timing", "stats_path",
-                       "transaction", "lazy")
 
 
 def filter_factory(global_conf: Dict[str, Any], **settings: str) -> Callable[[Any], Any]:
@@ -45,7 +42,7 @@ def filter_factory(global_conf: Dict[str, Any], **settings: str) -> Callable[[An
                  for key in list(settings) if key.startswith(_DATABASE_PREFIX)}
     where = "[filter] use = egg:wsgipool#pool" + (f" ({redact_url(url)})" if url else "")
     options = options_from_text(settings, where)
-    pool_options = {k: v for k, v in options.items() if k not in _MIDDLEWARE_OPTIONS}
+    pool_options = {k: v for k, v in options.items() if k not in MIDDLEWARE_CHECKS}
     for checked in ([url] if url else []) + list(databases.values()):
         check_options(checked, pool_options)  # fail at load time, naming the option
 
