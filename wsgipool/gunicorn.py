@@ -43,9 +43,9 @@ _wrap_app = False
 def configure(url: Optional[str] = None, *, wrap_app: bool = False, **pool_options: Any) -> None:
     """Record the database settings for ``PoolMiddleware(app)`` in the workers.
 
-    :param url: the database URL; ``None`` leaves it to ``DATABASE_URL``.
+    :param url: the database URL; default ``None`` leaves it to ``DATABASE_URL``.
     :param wrap_app: wrap the loaded app in :class:`~wsgipool.PoolMiddleware` from
-        ``post_worker_init``, so the app code needs no change.
+        ``post_worker_init``, so the app code needs no change. Default ``False``.
     :param pool_options: :class:`~wsgipool.Pool` options (``max_size``, ``timeout``...)
         and the middleware's (``lazy``, ``transaction``, ``databases``...), as
         :func:`wsgipool.configure` takes them, checked now so a typo stops gunicorn at

@@ -206,7 +206,8 @@ def split_options(options: Dict[str, Any], where: str) -> Tuple[Dict[str, Any], 
 DESCRIPTIONS: Dict[str, Tuple[str, str]] = {
     "url": ("URL", "The database: ``postgresql://``, ``postgresql+psycopg://``, "
             "``mysql://``, ``mysql+pymysql://`` or ``sqlite:///`` (see *Database URLs*). "
-            "Unset: ``configure()``'s, else ``DATABASE_URL``."),
+            "Unset: ``PoolMiddleware(app)`` takes ``configure()``'s, else "
+            "``DATABASE_URL``; ``Pool()`` reads neither and needs ``connect``."),
     "connect": ("callable", "Returns a new DB-API connection. With a URL it replaces how "
                 "that driver connects; without one, any DB-API module can be pooled."),
     "max_size": ("connections", "Most connections open at once in this process. Under "

@@ -165,8 +165,9 @@ class Pool(Housekeeping, ProcessBound):
     :param reset: what a returned connection goes through besides the rollback of an
         open transaction and the restoring of autocommit: ``"rollback"`` (the default)
         nothing more; ``"session"`` the driver's full session reset (PostgreSQL
-        ``DISCARD ALL``, MariaDB ``COM_RESET_CONNECTION``, SQLite's temporary tables
-        dropped) and every driver-side flag back to its connect-time value; or a
+        ``DISCARD ALL``; MariaDB ``COM_CHANGE_USER`` through mysqlclient, which needs the
+        user in the URL, or ``COM_RESET_CONNECTION`` through PyMySQL; SQLite's temporary
+        tables dropped) and every driver-side flag back to its connect-time value; or a
         callable given the connection, which must leave no transaction open.
     :param hold_warning: seconds a checkout may hold its connection before one warning
         names its holder (checked on return, and while others wait); default ``None``:
