@@ -278,6 +278,16 @@ class PooledWrapperMixin:
             finally:
                 pool.checkin(entry)  # type: ignore[union-attr]
 
+    def close_pool(self) -> None:
+        """Django's own ``close_pool()`` closes this alias's pool too: Django calls it
+        before cloning or dropping a test database (which must have no session on it)
+        and from ``ensure_timezone()`` when ``TIME_ZONE`` changes (so no connection
+        keeps the old zone)."""
+        django_close_pool = getattr(super(), "close_pool", None)
+        if django_close_pool is not None:
+            django_close_pool()
+        close_pool(self.alias)
+
     def close_if_unusable_or_obsolete(self) -> None:
         """End of request (``CONN_MAX_AGE = 0``): give the connection back. Django would
         first check a connection that saw an error with a round trip; the pool's return
@@ -303,14 +313,28 @@ class PooledWrapperMixin:
         self.needs_rollback = False
 
 
+def _close_pools_on_test_database(alias: str) -> None:
+    """Close the pools with sessions on ``alias``'s test database: its own, and those of
+    the aliases that mirror it (``TEST["MIRROR"]``), which use the same database."""
+    close_pool(alias)
+    for other, entry in list(connections.settings.items()):
+        if other != alias and (entry.get("TEST") or {}).get("MIRROR") == alias:
+            close_pool(other)
+
+
 def creation_class(base: type) -> type:
-    """Django's test database creation for a pooled backend: the alias's pool is
-    closed before its test database is dropped (an idle connection would keep it)."""
+    """Django's test database creation for a pooled backend: the pools on the test
+    database (the alias's and its mirrors') are closed before it is dropped or cloned
+    (an idle connection would keep it, or make it unusable as a template)."""
 
     class DatabaseCreation(base):  # type: ignore[valid-type, misc]
         def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
-            close_pool(self.connection.alias)
+            _close_pools_on_test_database(self.connection.alias)
             super()._destroy_test_db(test_database_name, verbosity)
+
+        def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
+            _close_pools_on_test_database(self.connection.alias)
+            super()._clone_test_db(suffix, verbosity, keepdb)
 
     return DatabaseCreation
 
