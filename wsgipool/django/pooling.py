@@ -303,6 +303,16 @@ class PooledWrapperMixin:
         if returned and self.closed_in_transaction:  # inside atomic: kept until its end
             self.connection = _Returned(self.Database.InterfaceError)  # type: ignore
 
+    def __del__(self) -> None:
+        # Dropped while holding a checkout: its thread (or greenlet) ended without
+        # Django's close, as after a BaseException in a view (request_finished is never
+        # sent) or in a thread that never called close_old_connections(). Django's own
+        # connection would be closed with it; the pool discards this one at its next
+        # checkout, return or stats(), so the slot is not lost.
+        entry = getattr(self, "_pool_entry", None)  # none if __init__ failed early
+        if entry is not None:
+            self._pool.abandon(entry)  # takes no lock: safe from garbage collection
+
     def _forget_parent(self) -> None:
         """In a forked child: the parent's checkout is not ours to return."""
         self._pool_entry = self._pool = None
