@@ -25,7 +25,7 @@ from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.signals import connection_created
 
-from ..errors import ConnectError, PoolClosed, PoolError, PoolTimeout
+from ..errors import ConfigurationError, ConnectError, PoolClosed, PoolError, PoolTimeout
 from ..options import CHECKS, POOL_OPTIONS
 from ..pool import Pool, PooledConnection
 from .labels import CURRENT
@@ -187,8 +187,12 @@ class PooledWrapperMixin:
             def on_connect(conn: Any) -> None:
                 set_up(conn)
                 extra(conn)
-        return Pool(self.make_pool_url(), connect=self._open_connection, on_connect=on_connect,
-                    **options)
+        try:
+            return Pool(self.make_pool_url(), connect=self._open_connection,
+                        on_connect=on_connect, **options)
+        except ConfigurationError as exc:  # options each valid, but not together
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
 
     def _twin(self, conn: Any = None) -> Any:
         """A wrapper of the same alias and settings, bound to ``conn``, to run Django's
