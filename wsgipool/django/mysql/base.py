@@ -20,12 +20,14 @@ class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
 
     def make_pool_url(self) -> str:
         # reset="session" logs in again as the same user (COM_CHANGE_USER): the driver
-        # needs the user, password and database.
-        settings = self.settings_dict
-        user = quote(settings["USER"] or "", safe="")
-        password = quote(settings["PASSWORD"] or "", safe="")
+        # needs the user, password and database, which Django takes from USER, PASSWORD
+        # and NAME or from OPTIONS (mysqlclient's own keywords, older and newer names).
+        params = self.get_connection_params()
+        user = quote(str(params.get("user") or ""), safe="")
+        password = quote(str(params.get("password") or params.get("passwd") or ""), safe="")
+        database = quote(str(params.get("database") or params.get("db") or ""), safe="")
         credentials = f"{user}:{password}@" if password else f"{user}@" if user else ""
-        return f"mysql://{credentials}localhost/{quote(settings['NAME'] or '', safe='')}"
+        return f"mysql://{credentials}localhost/{database}"
 
     def open_real_connection(self, params: Dict[str, Any]) -> Any:
         # Django's get_new_connection(), with wsgipool's connection class, which notes
