@@ -54,7 +54,8 @@ def add_alias(alias, entry):
 def _fresh_databases():
     conn = pg_admin()
     with conn.cursor() as cursor:
-        for name in (PG_DB, PG_TEST_DB, f"{PG_DB}_clone"):
+        for name in (PG_DB, PG_TEST_DB, f"{PG_DB}_clone", f"test_{PG_DB}",
+                     f"test_{PG_DB}_1", f"test_{PG_DB}_2"):
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         cursor.execute(f"CREATE DATABASE {PG_DB}")
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE])
@@ -618,3 +619,32 @@ def test_fork_in_a_management_command_leaves_the_parents_transaction_alone(site,
     assert status == 0 and child_id not in (None, parent) and child_count == 0
     assert one(conn, "SELECT count(*) FROM review_fork") == 1
     conn.close()
+
+
+def test_parallel_test_runner_on_postgresql(site):
+    """``manage.py test --parallel 2`` on the example project, PostgreSQL through
+    wsgipool's backend: the test database is made, cloned per worker (CREATE DATABASE
+    ... TEMPLATE), used by TestCase and by a TransactionTestCase with serialized
+    rollback, and every copy dropped. (Before close_pool() closed the pool: "Got an
+    error creating the test database: source database ... is being accessed by other
+    users".)"""
+    import subprocess
+
+    from servers import ROOT
+
+    env = dict(os.environ, DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{PG_DB}",
+               DJANGO_SETTINGS_MODULE="mysite.settings",
+               PYTHONPATH=os.pathsep.join([EXAMPLE, os.path.join(ROOT, "tests"), ROOT]))
+    done = subprocess.run(
+        [sys.executable, "manage.py", "test", "django_review.runner_cases", "--parallel",
+         "2", "--noinput"], cwd=EXAMPLE, env=env, capture_output=True, text=True,
+        timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Cloning test database" in done.stderr and "Ran 3 tests" in done.stderr
+    admin = pg_admin()
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                       [f"test_{PG_DB}%"])
+        left = cursor.fetchall()
+    admin.close()
+    assert left == []
