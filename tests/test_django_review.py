@@ -648,3 +648,30 @@ def test_parallel_test_runner_on_postgresql(site):
         left = cursor.fetchall()
     admin.close()
     assert left == []
+
+
+@pytest.mark.parametrize("alias", ALIASES[:2])
+def test_test_runner_settings_changes_reach_the_aliases_other_threads(site, alias):
+    """Django's parallel test runner points each worker at its clone by updating
+    ``connection.settings_dict`` in place: "for changes to be reflected in
+    django.db.connections. If [it] assigned connection.settings_dict = settings_dict,
+    new threads would connect to the default database instead of the appropriate
+    clone" (django/db/backends/base/creation.py); ``set_as_test_mirror()`` sets NAME in
+    place too. A wrapper whose settings_dict is a copy (made to take the pool's options
+    out of OPTIONS) sent a LiveServerTestCase's thread, or any thread of a test, to
+    another database."""
+    from django.conf import settings
+    from django.db import connections
+
+    conn = connections[alias]
+    old = conn.settings_dict["NAME"]
+    seen = []
+    try:
+        conn.creation.setup_worker_connection(7)  # what each parallel worker runs
+        thread = threading.Thread(
+            target=lambda: seen.append(connections[alias].settings_dict["NAME"]))
+        thread.start()
+        thread.join(timeout=10)
+    finally:
+        conn.settings_dict["NAME"] = settings.DATABASES[alias]["NAME"] = old
+    assert seen == [f"{old}_7"]
