@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: The ``OPTIONS`` keys that are the pool's (every Pool option but ``connect``, which is
 #: Django's own connect); the rest go to Django and the driver as before.
 POOL_KEYS = frozenset(POOL_OPTIONS) - {"connect"}
+#: Where an alias's settings keep the pool's options once they are out of ``OPTIONS``.
+POOL_OPTIONS_KEY = "WSGIPOOL_OPTIONS"
 
 # alias -> (the settings the pool was made for, the pool); one pool per alias.
 _POOLS: Dict[str, Tuple[Any, Pool]] = {}
@@ -122,13 +124,18 @@ class PooledWrapperMixin:
 
     def __init__(self, settings_dict: Dict[str, Any], alias: str = "default") -> None:
         options = settings_dict.get("OPTIONS") or {}
-        pool_options = {k: v for k, v in options.items() if k in POOL_KEYS}
-        if pool_options:  # a copy: the settings' own dict is shared by every thread
-            settings_dict = {**settings_dict, "OPTIONS": {
-                k: v for k, v in options.items()
-                if k not in POOL_KEYS or k in self.shared_options}}
+        found = {k: v for k, v in options.items() if k in POOL_KEYS}
+        if any(k not in self.shared_options for k in found):
+            # Moved out of OPTIONS in the alias's own dict, not in a copy: Django's test
+            # runner changes a wrapper's settings_dict in place for the alias's other
+            # threads to follow (a parallel worker's clone, a mirror). Kept beside it,
+            # written first: a thread that finds OPTIONS without them finds them there.
+            settings_dict[POOL_OPTIONS_KEY] = {
+                **(settings_dict.get(POOL_OPTIONS_KEY) or {}), **found}
+            settings_dict["OPTIONS"] = {k: v for k, v in options.items()
+                                        if k not in POOL_KEYS or k in self.shared_options}
         super().__init__(settings_dict, alias)  # type: ignore[call-arg]
-        self.pool_options = pool_options
+        self.pool_options = {**(settings_dict.get(POOL_OPTIONS_KEY) or {}), **found}
         self._pool_entry: Optional[PooledConnection] = None
         self._pool: Optional[Pool] = None
         if alias != NO_DB_ALIAS:
