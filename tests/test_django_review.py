@@ -675,3 +675,19 @@ def test_test_runner_settings_changes_reach_the_aliases_other_threads(site, alia
     finally:
         conn.settings_dict["NAME"] = settings.DATABASES[alias]["NAME"] = old
     assert seen == [f"{old}_7"]
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_connect_while_connected_gives_the_first_connection_back(site, alias):
+    """``connection.connect()`` called while connected (code that "reconnects" by
+    hand): Django drops the old connection, closed when collected; the pool must get
+    its checkout back, not lose the slot while the wrapper lives."""
+    from django.db import connections
+
+    conn = connections[alias]
+    server_id(conn)
+    conn.connect()
+    server_id(conn)
+    conn.close()
+    stats = pool_stats(alias)
+    assert stats["in_use"] == 0 and stats["returns"] == stats["checkouts"], stats
