@@ -239,6 +239,8 @@ class PooledWrapperMixin:
         which the connection had when it was opened."""
         if not self.pool_applies():
             return super().connect()  # type: ignore[misc]
+        if self._pool_entry is not None:  # connected already: Django drops the old one
+            self._close()
         self.check_settings()  # type: ignore[attr-defined]
         self.in_atomic_block = False
         self.savepoint_ids = []
