@@ -691,3 +691,23 @@ def test_connect_while_connected_gives_the_first_connection_back(site, alias):
     conn.close()
     stats = pool_stats(alias)
     assert stats["in_use"] == 0 and stats["returns"] == stats["checkouts"], stats
+
+
+def test_mysql_init_command_runs_again_after_a_session_reset(site):
+    """``OPTIONS["init_command"]`` (Django's documented way to set strict mode) is part
+    of Django's connection setup. mysqlclient runs it only when it connects; a
+    ``reset="session"`` (COM_CHANGE_USER) gives the server a new session, so every
+    request after the first ran without it: another sql_mode, silently."""
+    from django.db import connections
+
+    add_alias("review_my_init", _entry(
+        "my", max_size=1, reset="session",
+        init_command="SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'"))
+    conn = connections["review_my_init"]
+    modes, ids = [], []
+    for _ in range(3):  # three requests on one session
+        ids.append(server_id(conn))
+        modes.append(one(conn, "SELECT @@session.sql_mode"))
+        conn.close()
+    assert len(set(ids)) == 1
+    assert modes == ["ANSI_QUOTES,STRICT_ALL_TABLES"] * 3
