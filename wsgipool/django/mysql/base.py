@@ -35,4 +35,16 @@ class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
         connection = tracked_mysql_connection_class()(**params)
         if connection.encoders.get(bytes) is bytes:
             connection.encoders.pop(bytes)
+        connection._wsgipool_init_command_ran = True  # mysqlclient ran it as it connected
         return connection
+
+    def _set_up_connection(self, conn: Any) -> None:
+        # After reset="session" (COM_CHANGE_USER) the server's session is new, but
+        # mysqlclient runs OPTIONS["init_command"] only when it connects: run it here,
+        # before Django's own setup, as at connect.
+        init_command = self.settings_dict["OPTIONS"].get("init_command")
+        if init_command and not getattr(conn, "_wsgipool_init_command_ran", False):
+            with conn.cursor() as cursor:
+                cursor.execute(init_command)
+        conn._wsgipool_init_command_ran = False  # the next setup follows a reset
+        super()._set_up_connection(conn)
