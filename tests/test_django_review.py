@@ -711,3 +711,25 @@ def test_mysql_init_command_runs_again_after_a_session_reset(site):
         conn.close()
     assert len(set(ids)) == 1
     assert modes == ["ANSI_QUOTES,STRICT_ALL_TABLES"] * 3
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_on_commit_hooks_run_once_and_never_for_the_next_request(site, alias):
+    """on_commit: run once when the atomic block commits; dropped with a connection
+    closed inside atomic (given back rolled back), and neither run in nor carried to
+    the next request on the same connection."""
+    from django.db import connections, transaction
+
+    conn = connections[alias]
+    ran = []
+    with transaction.atomic(using=alias):
+        transaction.on_commit(lambda: ran.append("committed"), using=alias)
+    assert ran == ["committed"]
+    with transaction.atomic(using=alias):
+        transaction.on_commit(lambda: ran.append("closed inside"), using=alias)
+        conn.close()
+    with transaction.atomic(using=alias):  # the next request
+        server_id(conn)
+    conn.close()
+    assert ran == ["committed"]
+    assert pool_stats(alias)["in_use"] == 0
