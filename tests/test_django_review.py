@@ -733,3 +733,36 @@ def test_on_commit_hooks_run_once_and_never_for_the_next_request(site, alias):
     conn.close()
     assert ran == ["committed"]
     assert pool_stats(alias)["in_use"] == 0
+
+
+def test_destroying_a_test_database_closes_the_pools_of_aliases_on_the_same_database(site):
+    """Two aliases on one database (a "replica" alias in development, say), neither a
+    TEST["MIRROR"]: Django's runner makes the test database once, points the second
+    alias at it with set_as_test_mirror(), and drops it through the first. The second
+    alias's pool must not keep the test database open."""
+    from django.conf import settings
+    from django.db import connections
+
+    add_alias("review_pg_same", _entry("pg", max_size=2, timeout=0.5))
+    conn, same = connections["review_pg"], connections["review_pg_same"]
+    old_name = conn.settings_dict["NAME"]
+    # What django.test.utils.setup_databases() does for aliases of one signature,
+    # without the migrations.
+    conn.creation._create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    conn.close()
+    settings.DATABASES["review_pg"]["NAME"] = conn.settings_dict["NAME"] = PG_TEST_DB
+    same.creation.set_as_test_mirror(conn.settings_dict)
+    try:
+        assert one(same, "SELECT current_database()") == PG_TEST_DB
+        same.close()
+        conn.creation.destroy_test_db(old_name, verbosity=0)
+    finally:
+        same.settings_dict["NAME"] = old_name
+        settings.DATABASES["review_pg"]["NAME"] = conn.settings_dict["NAME"] = old_name
+        admin = pg_admin()
+        with admin.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM pg_database WHERE datname = '{PG_TEST_DB}'")
+            left = cursor.fetchone()[0]
+            cursor.execute(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)")
+        admin.close()
+    assert left == 0
