@@ -179,9 +179,11 @@ class PooledWrapperMixin:
         return self.pool_url
 
     def pool_key(self) -> Any:
-        """What the alias's pool is made from: another value means another pool."""
-        return (repr(self.settings_dict), repr(self.pool_options),
-                settings.USE_TZ, settings.TIME_ZONE)
+        """What the alias's pool is made from: another value means another pool. Its
+        last item names the database the pool's sessions are on."""
+        where = self.settings_dict
+        return (repr(where), repr(self.pool_options), settings.USE_TZ, settings.TIME_ZONE,
+                (where["ENGINE"], where.get("HOST"), where.get("PORT"), where["NAME"]))
 
     def make_pool(self) -> Pool:
         options = dict(self.pool_options)
@@ -336,13 +338,15 @@ class PooledWrapperMixin:
         self.needs_rollback = False
 
 
-def _close_pools_on_test_database(alias: str) -> None:
-    """Close the pools with sessions on ``alias``'s test database: its own, and those of
-    the aliases that mirror it (``TEST["MIRROR"]``), which use the same database."""
-    close_pool(alias)
-    for other, entry in list(connections.settings.items()):
-        if other != alias and (entry.get("TEST") or {}).get("MIRROR") == alias:
-            close_pool(other)
+def _close_pools_on_test_database(wrapper: Any) -> None:
+    """Close the pools with sessions on ``wrapper``'s test database: its alias's, and
+    those of the aliases Django's runner points at it (a ``TEST["MIRROR"]``, another
+    alias on the same database)."""
+    close_pool(wrapper.alias)
+    database = wrapper.pool_key()[-1]
+    for alias, (key, _) in list(_POOLS.items()):
+        if key[-1] == database:
+            close_pool(alias)
 
 
 def creation_class(base: type) -> type:
@@ -352,11 +356,11 @@ def creation_class(base: type) -> type:
 
     class DatabaseCreation(base):  # type: ignore[valid-type, misc]
         def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
-            _close_pools_on_test_database(self.connection.alias)
+            _close_pools_on_test_database(self.connection)
             super()._destroy_test_db(test_database_name, verbosity)
 
         def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
-            _close_pools_on_test_database(self.connection.alias)
+            _close_pools_on_test_database(self.connection)
             super()._clone_test_db(suffix, verbosity, keepdb)
 
     return DatabaseCreation
