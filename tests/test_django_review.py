@@ -767,3 +767,17 @@ def test_destroying_a_test_database_closes_the_pools_of_aliases_on_the_same_data
             cursor.execute(f"DROP DATABASE IF EXISTS {PG_TEST_DB} WITH (FORCE)")
         admin.close()
     assert left == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "same cause as test_a_bug_in_a_connection_created_handler_is_the_handlers_error: "
+    "Django's own get_new_connection() refuses OPTIONS['isolation_level'] = 9 with "
+    "ImproperlyConfigured, which the pool turns into a refused connect (back-off, 503)"))
+def test_a_bad_django_option_is_improperly_configured_not_a_refused_connect(site):
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
+
+    add_alias("review_bad_isolation", _entry("pg", max_size=1, isolation_level=9))
+    with pytest.raises(ImproperlyConfigured) as info:
+        connections["review_bad_isolation"].ensure_connection()
+    assert "isolation level" in str(info.value)
