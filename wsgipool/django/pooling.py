@@ -25,7 +25,7 @@ from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.signals import connection_created
 
-from ..errors import ConnectError, PoolClosed, PoolError, PoolTimeout
+from ..errors import ConfigurationError, ConnectError, PoolClosed, PoolError, PoolTimeout
 from ..options import CHECKS, POOL_OPTIONS
 from ..pool import Pool, PooledConnection
 from .labels import CURRENT
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: The ``OPTIONS`` keys that are the pool's (every Pool option but ``connect``, which is
 #: Django's own connect); the rest go to Django and the driver as before.
 POOL_KEYS = frozenset(POOL_OPTIONS) - {"connect"}
+#: Where an alias's settings keep the pool's options once they are out of ``OPTIONS``.
+POOL_OPTIONS_KEY = "WSGIPOOL_OPTIONS"
 
 # alias -> (the settings the pool was made for, the pool); one pool per alias.
 _POOLS: Dict[str, Tuple[Any, Pool]] = {}
@@ -126,13 +128,18 @@ class PooledWrapperMixin:
 
     def __init__(self, settings_dict: Dict[str, Any], alias: str = "default") -> None:
         options = settings_dict.get("OPTIONS") or {}
-        pool_options = {k: v for k, v in options.items() if k in POOL_KEYS}
-        if pool_options:  # a copy: the settings' own dict is shared by every thread
-            settings_dict = {**settings_dict, "OPTIONS": {
-                k: v for k, v in options.items()
-                if k not in POOL_KEYS or k in self.shared_options}}
+        found = {k: v for k, v in options.items() if k in POOL_KEYS}
+        if any(k not in self.shared_options for k in found):
+            # Moved out of OPTIONS in the alias's own dict, not in a copy: Django's test
+            # runner changes a wrapper's settings_dict in place for the alias's other
+            # threads to follow (a parallel worker's clone, a mirror). Kept beside it,
+            # written first: a thread that finds OPTIONS without them finds them there.
+            settings_dict[POOL_OPTIONS_KEY] = {
+                **(settings_dict.get(POOL_OPTIONS_KEY) or {}), **found}
+            settings_dict["OPTIONS"] = {k: v for k, v in options.items()
+                                        if k not in POOL_KEYS or k in self.shared_options}
         super().__init__(settings_dict, alias)  # type: ignore[call-arg]
-        self.pool_options = pool_options
+        self.pool_options = {**(settings_dict.get(POOL_OPTIONS_KEY) or {}), **found}
         self._pool_entry: Optional[PooledConnection] = None
         self._pool: Optional[Pool] = None
         if alias != NO_DB_ALIAS:
@@ -176,9 +183,11 @@ class PooledWrapperMixin:
         return self.pool_url
 
     def pool_key(self) -> Any:
-        """What the alias's pool is made from: another value means another pool."""
-        return (repr(self.settings_dict), repr(self.pool_options),
-                settings.USE_TZ, settings.TIME_ZONE)
+        """What the alias's pool is made from: another value means another pool. Its
+        last item names the database the pool's sessions are on."""
+        where = self.settings_dict
+        return (repr(where), repr(self.pool_options), settings.USE_TZ, settings.TIME_ZONE,
+                (where["ENGINE"], where.get("HOST"), where.get("PORT"), where["NAME"]))
 
     def make_pool(self) -> Pool:
         options = dict(self.pool_options)
@@ -191,8 +200,12 @@ class PooledWrapperMixin:
             def on_connect(conn: Any) -> None:
                 set_up(conn)
                 extra(conn)
-        return Pool(self.make_pool_url(), connect=self._open_connection, on_connect=on_connect,
-                    **options)
+        try:
+            return Pool(self.make_pool_url(), connect=self._open_connection,
+                        on_connect=on_connect, **options)
+        except ConfigurationError as exc:  # options each valid, but not together
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
 
     def _twin(self, conn: Any = None) -> Any:
         """A wrapper of the same alias and settings, bound to ``conn``, to run Django's
@@ -232,6 +245,8 @@ class PooledWrapperMixin:
         which the connection had when it was opened."""
         if not self.pool_applies():
             return super().connect()  # type: ignore[misc]
+        if self._pool_entry is not None:  # connected already: Django drops the old one
+            self._close()
         self.check_settings()  # type: ignore[attr-defined]
         self.in_atomic_block = False
         self.savepoint_ids = []
@@ -282,6 +297,16 @@ class PooledWrapperMixin:
             finally:
                 pool.checkin(entry)  # type: ignore[union-attr]
 
+    def close_pool(self) -> None:
+        """Django's own ``close_pool()`` closes this alias's pool too: Django calls it
+        before cloning or dropping a test database (which must have no session on it)
+        and from ``ensure_timezone()`` when ``TIME_ZONE`` changes (so no connection
+        keeps the old zone)."""
+        django_close_pool = getattr(super(), "close_pool", None)
+        if django_close_pool is not None:
+            django_close_pool()
+        close_pool(self.alias)
+
     def close_if_unusable_or_obsolete(self) -> None:
         """End of request (``CONN_MAX_AGE = 0``): give the connection back. Django would
         first check a connection that saw an error with a round trip; the pool's return
@@ -297,6 +322,16 @@ class PooledWrapperMixin:
         if returned and self.closed_in_transaction:  # inside atomic: kept until its end
             self.connection = _Returned(self.Database.InterfaceError)  # type: ignore
 
+    def __del__(self) -> None:
+        # Dropped while holding a checkout: its thread (or greenlet) ended without
+        # Django's close, as after a BaseException in a view (request_finished is never
+        # sent) or in a thread that never called close_old_connections(). Django's own
+        # connection would be closed with it; the pool discards this one at its next
+        # checkout, return or stats(), so the slot is not lost.
+        entry = getattr(self, "_pool_entry", None)  # none if __init__ failed early
+        if entry is not None:
+            self._pool.abandon(entry)  # takes no lock: safe from garbage collection
+
     def _forget_parent(self) -> None:
         """In a forked child: the parent's checkout is not ours to return."""
         self._pool_entry = self._pool = None
@@ -307,14 +342,30 @@ class PooledWrapperMixin:
         self.needs_rollback = False
 
 
+def _close_pools_on_test_database(wrapper: Any) -> None:
+    """Close the pools with sessions on ``wrapper``'s test database: its alias's, and
+    those of the aliases Django's runner points at it (a ``TEST["MIRROR"]``, another
+    alias on the same database)."""
+    close_pool(wrapper.alias)
+    database = wrapper.pool_key()[-1]
+    for alias, (key, _) in list(_POOLS.items()):
+        if key[-1] == database:
+            close_pool(alias)
+
+
 def creation_class(base: type) -> type:
-    """Django's test database creation for a pooled backend: the alias's pool is
-    closed before its test database is dropped (an idle connection would keep it)."""
+    """Django's test database creation for a pooled backend: the pools on the test
+    database (the alias's and its mirrors') are closed before it is dropped or cloned
+    (an idle connection would keep it, or make it unusable as a template)."""
 
     class DatabaseCreation(base):  # type: ignore[valid-type, misc]
         def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
-            close_pool(self.connection.alias)
+            _close_pools_on_test_database(self.connection)
             super()._destroy_test_db(test_database_name, verbosity)
+
+        def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
+            _close_pools_on_test_database(self.connection)
+            super()._clone_test_db(suffix, verbosity, keepdb)
 
     return DatabaseCreation
 

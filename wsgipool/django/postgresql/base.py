@@ -52,7 +52,10 @@ class DatabaseWrapper(PooledWrapperMixin, base.DatabaseWrapper):
             return
         status = conn.info.transaction_status
         if status in (_INTRANS, _INERROR):
-            conn.rollback()
+            try:
+                conn.rollback()
+            except Exception:  # the session is gone: the pool's return discards it (a
+                return  # close must not raise, as Django's own close of it does not)
             status = conn.info.transaction_status
         if status != _IDLE:  # busy, or still in a transaction: the pool decides
             return
