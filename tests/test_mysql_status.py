@@ -214,3 +214,46 @@ def test_fallback_without_the_status_reader(admin, pools, monkeypatch):
         stats = pool.stats()
     assert after["Com_rollback"] - before["Com_rollback"] == 1
     assert stats["rollbacks"] == 1
+
+
+def test_autocommit_session_killed_mid_request_is_discarded(admin, pools, mariadb):
+    """A statement that failed leaves the last good reply's flags behind: it is not
+    trusted, so the lost session is found by the rollback and discarded, as before."""
+    import MySQLdb
+
+    pool = pools(AUTOCOMMIT_URL, max_size=1)
+    with pool.connection() as conn:
+        first = _session(conn)
+        mariadb.kill(first["id"])
+        with pytest.raises(MySQLdb.OperationalError):
+            _run(conn, ["SELECT 1"])
+    with pool.connection() as conn:
+        second = _session(conn)
+    assert second["id"] != first["id"]
+    assert _discards(pool) == {"broken": 1}
+
+
+@pytest.mark.parametrize("break_it", [
+    pytest.param(lambda monkeypatch, mysql, native: monkeypatch.setattr(
+        mysql, "_CAPSULE_NAME", b"another.name"), id="capsule-name"),
+    pytest.param(lambda monkeypatch, mysql, native: monkeypatch.setattr(
+        native, "__file__", "libc.so.6"), id="no-mariadb_get_infov"),
+])
+def test_reader_unavailable_is_decided_and_logged(admin, monkeypatch, caplog, break_it):
+    """Each way the reader can be missing gives ``None`` (so: roll back) and a debug line."""
+    from MySQLdb import _mysql
+
+    from wsgipool import mysql
+    from wsgipool.drivers import make_driver
+
+    conn = make_driver(AUTOCOMMIT_URL).connect()
+    try:
+        flags = mysql._bind_server_status(conn)(conn)
+        assert flags is not None and flags & 2  # SERVER_STATUS_AUTOCOMMIT
+        break_it(monkeypatch, mysql, _mysql)
+        with caplog.at_level(logging.DEBUG, logger="wsgipool.mysql"):
+            assert mysql._bind_server_status(conn)(conn) is None
+        assert [r.levelname for r in caplog.records] == ["DEBUG"]
+        assert "rolls back" in caplog.records[0].getMessage()
+    finally:
+        conn.close()
