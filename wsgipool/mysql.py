@@ -311,31 +311,34 @@ def _server_status(conn: Any) -> Optional[int]:
     return _server_status(conn)
 
 
-# What each mysqlclient call leaves to read, given its result: True if nothing (the
-# session is in step), False if a result set or a reply may still be on the wire.
+# What each mysqlclient call, once it returned, says of the session: True: in step,
+# nothing left to read; False: a result set (or a reply) may still be on the wire; None:
+# no news (next_result() answers "no more" from the last reply, even on a lost session;
+# store_result() answers None when there was nothing to store).
 _SETTLES = {
     "query": lambda conn, result: not conn.field_count(),
     "read_query_result": lambda conn, result: not conn.field_count(),
     "send_query": lambda conn, result: False,
-    "store_result": lambda conn, result: True,
+    "store_result": lambda conn, result: None if result is None else True,
     "discard_result": lambda conn, result: True,
     "use_result": lambda conn, result: False,  # rows stream: their end is not seen here
-    "next_result": lambda conn, result: result != 0 or not conn.field_count(),
+    "next_result": lambda conn, result: None if result else not conn.field_count(),
     "commit": lambda conn, result: True,
     "rollback": lambda conn, result: True,
 }
 
 
 def _settling(cls: type, name: str) -> Callable[..., Any]:
-    """``cls.name``, noting whether the session is in step after it (``_wsgipool_unsure``
-    stays ``True`` if it raised)."""
+    """``cls.name``, noting whether the session is in step after it: a call that raised
+    leaves ``_wsgipool_unsure`` set, one with no news leaves it as it was."""
     original = getattr(cls, name)
     settles = _SETTLES[name]
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        self._wsgipool_unsure = True
+        was, self._wsgipool_unsure = self._wsgipool_unsure, True
         result = original(self, *args, **kwargs)
-        self._wsgipool_unsure = not settles(self, result)
+        settled = settles(self, result)
+        self._wsgipool_unsure = was if settled is None else not settled
         return result
 
     method.__name__ = name
