@@ -259,3 +259,25 @@ def test_reader_unavailable_is_decided_and_logged(admin, monkeypatch, caplog, br
         assert "rolls back" in caplog.records[0].getMessage()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("statements", [
+    pytest.param(["SET TRANSACTION READ ONLY"], id="alone"),
+    pytest.param(["set  transaction isolation level serializable, read only", "SELECT 1"],
+                 id="then-a-select"),
+])
+def test_autocommit_next_transaction_characteristics_do_not_carry_over(admin, pools,
+                                                                      statements):
+    """``SET TRANSACTION`` sets the next transaction's characteristics; statements that
+    touch no table keep them pending, and no status flag shows them. The rollback on
+    return clears them, as before; the next request can write."""
+    pool = pools(AUTOCOMMIT_URL, max_size=1)
+    with pool.connection() as conn:
+        before = _session(conn)
+        _run(conn, statements)
+    with pool.connection() as conn:
+        after = _session(conn)
+        _run(conn, [f"INSERT INTO {TABLE} VALUES (1)"])  # 1792 "READ ONLY transaction" if kept
+    assert after["id"] == before["id"]
+    assert after["Com_rollback"] - before["Com_rollback"] == 1
+    assert _rows(admin) == 1
