@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from operator import methodcaller
 from typing import Any, Callable, Dict, Optional
 
@@ -228,7 +229,9 @@ class MySQLdbDriver(_MySQLDriver):
     def _autocommit_state(self, conn: Any) -> int:
         # A result left unread (or a call that failed midway) would make the next
         # command fail "out of sync": only a rollback finds out, and then discards.
-        if conn._wsgipool_unsure:
+        # SET TRANSACTION's characteristics wait for the next transaction, shown by no
+        # flag; a rollback clears them.
+        if conn._wsgipool_unsure or conn._wsgipool_pending_characteristics:
             return UNKNOWN
         flags = _server_status(conn)
         if flags is None:  # no Connector/C reader: roll back, as a precaution
@@ -311,20 +314,38 @@ def _server_status(conn: Any) -> Optional[int]:
     return _server_status(conn)
 
 
+# "SET TRANSACTION ...": the next transaction's characteristics (not SET SESSION
+# TRANSACTION, which lasts and which no rollback undoes). Seen at a statement's start only.
+_SET_TRANSACTION = (re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match,
+                    re.compile(rb"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match)
+
+
+def _query_settles(conn: Any, args: tuple, result: Any) -> bool:
+    sql = args[0] if args else b""
+    if _SET_TRANSACTION[not isinstance(sql, str)](sql):
+        conn._wsgipool_pending_characteristics = True
+    return not conn.field_count()
+
+
+def _ended(conn: Any, args: tuple, result: Any) -> bool:
+    conn._wsgipool_pending_characteristics = False
+    return True
+
+
 # What each mysqlclient call, once it returned, says of the session: True: in step,
 # nothing left to read; False: a result set (or a reply) may still be on the wire; None:
 # no news (next_result() answers "no more" from the last reply, even on a lost session;
 # store_result() answers None when there was nothing to store).
-_SETTLES = {
-    "query": lambda conn, result: not conn.field_count(),
-    "read_query_result": lambda conn, result: not conn.field_count(),
-    "send_query": lambda conn, result: False,
-    "store_result": lambda conn, result: None if result is None else True,
-    "discard_result": lambda conn, result: True,
-    "use_result": lambda conn, result: False,  # rows stream: their end is not seen here
-    "next_result": lambda conn, result: None if result else not conn.field_count(),
-    "commit": lambda conn, result: True,
-    "rollback": lambda conn, result: True,
+_SETTLES: Dict[str, Callable[[Any, tuple, Any], Optional[bool]]] = {
+    "query": _query_settles,
+    "read_query_result": lambda conn, args, result: not conn.field_count(),
+    "send_query": lambda conn, args, result: False,
+    "store_result": lambda conn, args, result: None if result is None else True,
+    "discard_result": lambda conn, args, result: True,
+    "use_result": lambda conn, args, result: False,  # rows stream: their end is not seen
+    "next_result": lambda conn, args, result: None if result else not conn.field_count(),
+    "commit": _ended,
+    "rollback": _ended,
 }
 
 
@@ -337,7 +358,7 @@ def _settling(cls: type, name: str) -> Callable[..., Any]:
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         was, self._wsgipool_unsure = self._wsgipool_unsure, True
         result = original(self, *args, **kwargs)
-        settled = settles(self, result)
+        settled = settles(self, args, result)
         self._wsgipool_unsure = was if settled is None else not settled
         return result
 
@@ -364,6 +385,7 @@ def tracked_mysql_connection_class() -> type:
             and not conn.get_autocommit()))
         tracked.__del__ = __del__
         tracked._wsgipool_unsure = True  # until a call settles it
+        tracked._wsgipool_pending_characteristics = False
         for name in _SETTLES:
             setattr(tracked, name, _settling(tracked, name))
         _TRACKED_MYSQLDB = tracked
