@@ -132,13 +132,19 @@ def test_autocommit_transaction_left_open_is_rolled_back(admin, pools, statement
             for r in caplog.records] == ([True] if wrote else []), caplog.records
 
 
-def test_autocommit_xa_transaction_left_open_is_discarded(admin, pools):
-    """XA START ... cannot be rolled back while ACTIVE: the session is closed instead,
-    which ends the XA transaction; nothing is committed."""
+@pytest.mark.parametrize("after", [
+    pytest.param([], id="active"),
+    pytest.param(["XA END 'mysqlrt'"], id="idle"),
+])
+def test_autocommit_xa_transaction_left_open_is_discarded(admin, pools, after):
+    """An XA transaction cannot be rolled back by ROLLBACK (ACTIVE or IDLE): the session
+    is closed instead, which ends it; nothing is committed. (A PREPARED one outlives its
+    session on MariaDB 10.5+, before and after this change: not tried here, on a server
+    others share.)"""
     pool = pools(AUTOCOMMIT_URL, max_size=1)
     with pool.connection() as conn:
         before = _session(conn)
-        _run(conn, ["XA START 'mysqlrt'", f"INSERT INTO {TABLE} VALUES (1)"])
+        _run(conn, ["XA START 'mysqlrt'", f"INSERT INTO {TABLE} VALUES (1)", *after])
     with pool.connection() as conn:
         after = _session(conn)
     assert after["id"] != before["id"]
