@@ -4,12 +4,17 @@ Neither module can tell whether a transaction is open: the server's "in transact
 flag stays off for a read-only transaction, whose REPEATABLE READ snapshot would
 still carry over to the next request. So each connection comes from a subclass that
 notes when a statement runs; a request that ran none is returned without a word to the
-server, any other is rolled back.
+server, any other is rolled back. In autocommit mode a transaction opens only explicitly
+(``BEGIN``, ``START TRANSACTION``, ``XA START``, in a procedure too), which sets the flag:
+there the flag decides, read locally from the last reply (PyMySQL keeps it; for
+mysqlclient it is read from MariaDB Connector/C, see :func:`_bind_server_status`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from operator import methodcaller
 from typing import Any, Callable, Dict, Optional
 
@@ -28,6 +33,14 @@ DISCONNECT_CODES = frozenset({2006, 2013, 2055, 4031, 1927, 1053})
 _COM_RESET_CONNECTION = 0x1F
 # The server's status flag "a transaction is open", in every OK and EOF packet.
 _SERVER_STATUS_IN_TRANS = 0x0001
+# "More results follow" (a multi-statement string, a CALL): the last reply is not the last.
+_SERVER_MORE_RESULTS_EXIST = 0x0008
+# MariaDB Connector/C: enum mariadb_value's MARIADB_CONNECTION_SERVER_STATUS (mysql.h),
+# and the name mysqlclient (2.1+) gives the capsule holding its MYSQL*.
+_MARIADB_CONNECTION_SERVER_STATUS = 30
+_CAPSULE_NAME = b"_mysql.connection.native_connection"
+
+log = logging.getLogger(__name__)
 
 
 def _tracking(base: type, statement_methods: tuple,
@@ -148,8 +161,12 @@ class _MySQLDriver(SocketDriver):
         if dirty is None:  # a plain connection, from connect=: it cannot tell
             return UNKNOWN
         if dirty and conn.get_autocommit():  # autocommit: open only after an explicit BEGIN
-            return UNKNOWN
+            return self._autocommit_state(conn)
         return DIRTY if dirty else IDLE
+
+    def _autocommit_state(self, conn: Any) -> int:
+        """A tracked connection in autocommit mode that ran a statement."""
+        return UNKNOWN
 
     def _code(self, exc: BaseException) -> Optional[int]:
         if isinstance(exc, self._operational_error) and exc.args:
@@ -209,6 +226,18 @@ class MySQLdbDriver(_MySQLDriver):
                     "resets a session by logging in again (COM_CHANGE_USER)")
         return None
 
+    def _autocommit_state(self, conn: Any) -> int:
+        # A result left unread (or a call that failed midway) would make the next
+        # command fail "out of sync": only a rollback finds out, and then discards.
+        # SET TRANSACTION's characteristics wait for the next transaction, shown by no
+        # flag; a rollback clears them.
+        if conn._wsgipool_unsure or conn._wsgipool_pending_characteristics:
+            return UNKNOWN
+        flags = _server_status(conn)
+        if flags is None:  # no Connector/C reader: roll back, as a precaution
+            return UNKNOWN
+        return DIRTY if flags & (_SERVER_STATUS_IN_TRANS | _SERVER_MORE_RESULTS_EXIST) else IDLE
+
     def ping(self, conn: Any) -> None:
         conn.ping()  # COM_PING: a round trip that opens no transaction
 
@@ -224,6 +253,117 @@ class MySQLdbDriver(_MySQLDriver):
         conn.change_user(self._options["user"], self._options.get("password", ""),
                          self._options.get("database"))
         self._restore_setup(conn, charset)
+
+
+def _bind_server_status(conn: Any) -> Callable[[Any], Optional[int]]:
+    """A reader of the status flags that came with a mysqlclient connection's last reply,
+    with no round trip: MariaDB Connector/C's ``mariadb_get_infov()`` on the ``MYSQL*``
+    that mysqlclient 2.1+ hands out in a capsule. Looked up in the client library the
+    loaded ``_mysql`` extension itself uses, tried on ``conn``. Where any part is missing
+    (Oracle's libmysqlclient, an older mysqlclient, another capsule name) the reader
+    answers ``None``: the caller then rolls back, as before."""
+    import ctypes
+
+    from MySQLdb import _mysql
+
+    def unavailable(_conn: Any) -> None:
+        return None
+
+    if not hasattr(_mysql.connection, "_get_native_connection"):
+        log.debug("mysqlclient %s has no _get_native_connection(): a return after a "
+                  "statement in autocommit mode rolls back", getattr(_mysql, "version_info", "?"))
+        return unavailable
+    try:
+        # The extension's own handle: dlsym() searches the libraries it was linked with.
+        library = ctypes.CDLL(_mysql.__file__, mode=os.RTLD_NOLOAD)
+        # Neither call releases the GIL, and their prototypes stay private (not pythonapi's).
+        get_info = ctypes.PYFUNCTYPE(ctypes.c_byte, ctypes.c_void_p, ctypes.c_int,
+                                     ctypes.c_void_p)(("mariadb_get_infov", library))
+        get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+            ("PyCapsule_GetPointer", ctypes.pythonapi))
+    except (OSError, AttributeError) as exc:
+        log.debug("mysqlclient's client library has no mariadb_get_infov() (%s): a return "
+                  "after a statement in autocommit mode rolls back", exc)
+        return unavailable
+    uint = ctypes.c_uint
+    byref = ctypes.byref
+
+    def read(conn: Any) -> Optional[int]:
+        flags = uint()
+        if get_info(get_pointer(conn._get_native_connection(), _CAPSULE_NAME),
+                    _MARIADB_CONNECTION_SERVER_STATUS, byref(flags)):
+            return None
+        return flags.value
+
+    try:
+        if read(conn) is None:
+            raise ValueError("mariadb_get_infov() refused MARIADB_CONNECTION_SERVER_STATUS")
+    except ValueError as exc:  # PyCapsule_GetPointer: another name
+        log.debug("cannot read mysqlclient's server status (%s): a return after a "
+                  "statement in autocommit mode rolls back", exc)
+        return unavailable
+    log.debug("mysqlclient: the server status is read locally through mariadb_get_infov()")
+    return read
+
+
+def _server_status(conn: Any) -> Optional[int]:
+    """The status flags of ``conn``'s last reply, or ``None``; binds the reader on first
+    use, once per process (the module-level name is replaced)."""
+    global _server_status
+    _server_status = _bind_server_status(conn)
+    return _server_status(conn)
+
+
+# "SET TRANSACTION ...": the next transaction's characteristics (not SET SESSION
+# TRANSACTION, which lasts and which no rollback undoes). Seen at a statement's start only.
+_SET_TRANSACTION = (re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match,
+                    re.compile(rb"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match)
+
+
+def _query_settles(conn: Any, args: tuple, result: Any) -> bool:
+    sql = args[0] if args else b""
+    if _SET_TRANSACTION[not isinstance(sql, str)](sql):
+        conn._wsgipool_pending_characteristics = True
+    return not conn.field_count()
+
+
+def _ended(conn: Any, args: tuple, result: Any) -> bool:
+    conn._wsgipool_pending_characteristics = False
+    return True
+
+
+# What each mysqlclient call, once it returned, says of the session: True: in step,
+# nothing left to read; False: a result set (or a reply) may still be on the wire; None:
+# no news (next_result() answers "no more" from the last reply, even on a lost session;
+# store_result() answers None when there was nothing to store).
+_SETTLES: Dict[str, Callable[[Any, tuple, Any], Optional[bool]]] = {
+    "query": _query_settles,
+    "read_query_result": lambda conn, args, result: not conn.field_count(),
+    "send_query": lambda conn, args, result: False,
+    "store_result": lambda conn, args, result: None if result is None else True,
+    "discard_result": lambda conn, args, result: True,
+    "use_result": lambda conn, args, result: False,  # rows stream: their end is not seen
+    "next_result": lambda conn, args, result: None if result else not conn.field_count(),
+    "commit": _ended,
+    "rollback": _ended,
+}
+
+
+def _settling(cls: type, name: str) -> Callable[..., Any]:
+    """``cls.name``, noting whether the session is in step after it: a call that raised
+    leaves ``_wsgipool_unsure`` set, one with no news leaves it as it was."""
+    original = getattr(cls, name)
+    settles = _SETTLES[name]
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        was, self._wsgipool_unsure = self._wsgipool_unsure, True
+        result = original(self, *args, **kwargs)
+        settled = settles(self, args, result)
+        self._wsgipool_unsure = was if settled is None else not settled
+        return result
+
+    method.__name__ = name
+    return method
 
 
 _TRACKED_MYSQLDB = None
@@ -244,6 +384,10 @@ def tracked_mysql_connection_class() -> type:
             not conn.field_count() and conn.affected_rows() > 0
             and not conn.get_autocommit()))
         tracked.__del__ = __del__
+        tracked._wsgipool_unsure = True  # until a call settles it
+        tracked._wsgipool_pending_characteristics = False
+        for name in _SETTLES:
+            setattr(tracked, name, _settling(tracked, name))
         _TRACKED_MYSQLDB = tracked
     return _TRACKED_MYSQLDB
 
