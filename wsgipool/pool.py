@@ -103,14 +103,19 @@ class PooledConnection:
 
 
 class _Waiter:
-    """A checkout queued for a connection; ``outcome`` is set before ``ready`` is released."""
+    """A checkout queued for a connection; ``outcome`` is set before ``ready`` is released.
 
-    __slots__ = ("ready", "outcome")
+    Whoever serves it counts its wait, under the pool's lock it holds anyway, so a served
+    waiter wakes up and goes without taking the lock again.
+    """
+
+    __slots__ = ("ready", "outcome", "since")
 
     def __init__(self) -> None:
         self.ready = threading.Lock()
         self.ready.acquire()
         self.outcome: Any = _PENDING
+        self.since = monotonic()
 
 
 # Outcomes a waiter can be handed besides a PooledConnection (or an exception).
@@ -360,22 +365,22 @@ class Pool(Housekeeping, ProcessBound):
     def _wait(self, waiter: _Waiter, timeout: float) -> Any:
         """Wait in the queue for a connection or room; whatever interrupts the wait, what
         the waiter was handed goes on to the next one."""
-        started = monotonic()
+        started = waiter.since
         try:
             if self.hold_warning is not None:
-                self._warn_long_holders(started)
-            waiter.ready.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
+                self._warn_long_holders(monotonic())
+            served = waiter.ready.acquire(
+                timeout=min(max(0.0, timeout - (monotonic() - started)), threading.TIMEOUT_MAX))
             now = monotonic()
-            stats = self._stats
-            with self._lock:
-                if waiter.outcome is _PENDING:  # nobody served us: leave the queue
-                    self._waiters.remove(waiter)
-                    stats.timeouts += 1
-                    raise PoolTimeout(
-                        f"no connection free in pool {self.name} after "
-                        f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
-                    )
-                stats.wait.add(now - started)
+            if not served:
+                with self._lock:
+                    if waiter.outcome is _PENDING:  # nobody served us: leave the queue
+                        self._waiters.remove(waiter)
+                        self._stats.timeouts += 1
+                        raise PoolTimeout(
+                            f"no connection free in pool {self.name} after "
+                            f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
+                        )
             outcome = waiter.outcome
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -712,6 +717,7 @@ class Pool(Housekeeping, ProcessBound):
         waiter = self._waiters.popleft()
         if outcome is _ROOM:
             self._opening += 1
+        self._stats.wait.add(monotonic() - waiter.since)
         waiter.outcome = outcome
         waiter.ready.release()
 
