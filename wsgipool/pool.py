@@ -622,7 +622,7 @@ class Pool(Housekeeping, ProcessBound):
                 return
             if not self._closed:
                 self._count_checkout(entry)
-                self._hand_over(entry)
+                self._hand_over(entry, now)
                 return
             self._closing += 1
         self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
@@ -712,12 +712,15 @@ class Pool(Housekeeping, ProcessBound):
                 return
             self._discard(entry, "leaked", how=_RETURNED)
 
-    def _hand_over(self, outcome: Any) -> None:
-        """With the lock held: serve the oldest waiter a connection, or room to open one."""
+    def _hand_over(self, outcome: Any, now: Optional[float] = None) -> None:
+        """With the lock held: serve the oldest waiter a connection, or room to open one
+        (``now``: the caller's clock reading, if it has one)."""
         waiter = self._waiters.popleft()
         if outcome is _ROOM:
             self._opening += 1
-        self._stats.wait.add(monotonic() - waiter.since)
+        # (A reading taken before the lock may precede a waiter that queued since.)
+        waited = (monotonic() if now is None else now) - waiter.since
+        self._stats.wait.add(waited if waited > 0.0 else 0.0)
         waiter.outcome = outcome
         waiter.ready.release()
 
