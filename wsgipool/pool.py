@@ -267,7 +267,7 @@ class Pool(Housekeeping, ProcessBound):
         self._closing = 0  # of those, taken out of use to be closed (in no checkout)
         self._housekept = False  # the housekeeping looks after this pool in this process
         # Checkouts abandoned by garbage collection, which may run while this thread
-        # holds the lock: discarded later, by the next checkout, return or stats().
+        # holds the lock: discarded later, by the next checkout or stats().
         self._leaked: Deque[PooledConnection] = deque()
         self._pid = os.getpid()
 
@@ -699,7 +699,7 @@ class Pool(Housekeeping, ProcessBound):
 
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
-        checkout, return or ``stats()``.
+        checkout or ``stats()``.
         """
         if entry.generation == self._generation and self._pid == os.getpid():
             self._leaked.append(entry)
