@@ -332,6 +332,8 @@ class Pool(Housekeeping, ProcessBound):
             if entry is _ROOM:
                 return self._open(holder=holder)
             now = entry.checked_out
+            if now < entry.expires and now - entry.returned < self._unchecked_for:
+                return entry  # just given back by its holder: nothing to look at
         if self._still_good(entry, now):
             return entry
         # Stale or dead: its room is still ours, so a waiter handed it keeps its place
