@@ -26,6 +26,13 @@ def bare_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     return [b"ok"]
 
 
+def using_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """An app that touches its connection (a lazy middleware checks one out here)."""
+    environ["db.conn"].autocommit
+    start_response("200 OK", HEADERS)
+    return [b"ok"]
+
+
 def hand_written(app: Callable, pool: Any) -> Callable:
     """What a careful user writes with psycopg2's pool and no wsgipool."""
 
@@ -83,36 +90,44 @@ def run(quick: bool = False) -> Section:
     from wsgipool import PoolMiddleware
 
     n, rounds = (1000, 3) if quick else (5000, 9)
-    ours = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4)
+    eager = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4)
+    lazy = PoolMiddleware(using_app, URLS["postgresql"], max_size=4, lazy=True)
+    untouched = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4, lazy=True)
     # minconn=4: psycopg2's pool closes a returned connection when minconn are idle.
     theirs = psycopg2.pool.ThreadedConnectionPool(4, 4, **connect_args("postgresql"))
-    lazy = PoolMiddleware(bare_app, URLS["postgresql"], max_size=4, lazy=True)
     hand = "hand-written: psycopg2 pool + closing iterable"
-    lazy_name = "PoolMiddleware(lazy=True), database untouched"
-    loops = {"bare app": server(bare_app), "PoolMiddleware": server(ours),
-             hand: server(hand_written(bare_app, theirs)), lazy_name: server(lazy)}
+    hand_using = hand + ", app uses the connection"
+    eager_name = "PoolMiddleware"
+    lazy_name = "PoolMiddleware(lazy=True), app uses the connection"
+    untouched_name = "PoolMiddleware(lazy=True), database untouched"
+    loops = {"bare app": server(bare_app), eager_name: server(eager),
+             hand: server(hand_written(bare_app, theirs)),
+             lazy_name: server(lazy), hand_using: server(hand_written(using_app, theirs)),
+             untouched_name: server(untouched)}
     for loop in loops.values():
         loop(200)  # warm up
     results = interleaved({name: per_op(loop, n) for name, loop in loops.items()}, rounds)
-    ours.pool.close()
-    lazy.pool.close()
+    for middleware in (eager, lazy, untouched):
+        middleware.pool.close()
     theirs.closeall()
     bare = results["bare app"]
     added = {name: [t - b for t, b in zip(figures, bare)]
              for name, figures in results.items() if name != "bare app"}
-    mine = added["PoolMiddleware"]
     rows = [["bare app", f"{median(bare):.2f}", "", ""]]
     rows += [[name, f"{median(results[name]):.2f}", f"{median(cost):.2f}",
-              f"{paired_ratio(cost, mine):.2f}"] for name, cost in added.items()]
-    ratio = paired_ratio(added[hand], mine)
-    target = Target(
-        "middleware added cost no more than the hand-written equivalent (PostgreSQL)",
-        f"PoolMiddleware adds {median(mine):.2f} µs, hand-written {median(added[hand]):.2f} µs:"
-        f" hand-written ÷ PoolMiddleware = {ratio:.2f}",
-        ratio >= 1.0)
+              f"{paired_ratio(cost, added[hand]):.2f}"] for name, cost in added.items()]
+    targets = []
+    for mode, ours, yardstick in (("eager", eager_name, hand),
+                                  ("lazy, connection used", lazy_name, hand_using)):
+        ratio = paired_ratio(added[ours], added[yardstick])
+        targets.append(Target(
+            f"middleware ({mode}) added cost <= 1.0x the hand-written pool + closing "
+            "iterable (PostgreSQL)",
+            f"PoolMiddleware adds {median(added[ours]):.2f} µs, hand-written "
+            f"{median(added[yardstick]):.2f} µs: {ratio:.2f}x", ratio <= 1.0))
     return Section(
         f"### Middleware added cost, PostgreSQL (in process; median of {rounds} interleaved "
         f"rounds of {n} requests)\n\n"
         + table(["stack", "µs per request", "µs added to the bare app",
-                 "added cost ÷ PoolMiddleware's"], rows),
-        [target])
+                 "added cost ÷ hand-written's"], rows),
+        targets)

@@ -1,12 +1,14 @@
-"""Where a pool cycle's time goes: wsgipool's checkout + checkin beside psycopg2's pool.
+"""Where a pool cycle's time goes: wsgipool's ``with pool.connection()`` and raw
+checkout + checkin beside psycopg2's pool.
 
-    python -m benchmarks.profile_cycle                 # cProfile, both pools, by own time
-    py-spy record --nonblocking -r 997 -f raw -o cycle.raw -- \\
-        python -m benchmarks.profile_cycle --loop wsgipool --seconds 8
+    python -m benchmarks.profile_cycle                 # cProfile, every loop, by own time
+    valgrind --tool=callgrind --callgrind-out-file=cycle.cg -- \\
+        python -m benchmarks.profile_cycle --loop wsgipool --seconds 2
 
-cProfile inflates every Python call alike, so read its figures as proportions. With
-py-spy, pass ``--nonblocking``: stopping the process to sample it lands most samples
-just after a system call, and wsgipool makes one per checkout (``os.getpid()``).
+cProfile inflates every Python call alike, so read its figures as proportions.
+callgrind counts instructions, which the other processes on a shared machine do not
+change: run a loop for two lengths and subtract to get instructions per cycle (system
+calls count for nothing there: wsgipool makes none per cycle).
 """
 
 from __future__ import annotations
@@ -30,11 +32,17 @@ def pools() -> Dict[str, Pair]:
     ours = Pool(URLS["postgresql"], max_size=4)
     theirs = psycopg2.pool.ThreadedConnectionPool(4, 4, **connect_args("postgresql"))
     return {"wsgipool": (ours.checkout, ours.checkin),
+            "wsgipool-with": (ours.connection, None),
             "psycopg2": (theirs.getconn, theirs.putconn)}
 
 
 def cycles(pair: Pair, n: int) -> None:
     get, put = pair
+    if put is None:  # a context manager's factory: the documented with-statement
+        for _ in range(n):
+            with get():
+                pass
+        return
     for _ in range(n):
         put(get())
 
@@ -42,7 +50,7 @@ def cycles(pair: Pair, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_cycle",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loop", choices=("wsgipool", "psycopg2"),
+    parser.add_argument("--loop", choices=("wsgipool", "wsgipool-with", "psycopg2"),
                         help="only cycle this pool for --seconds (for py-spy), no cProfile")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--cycles", type=int, default=200_000, help="cycles under cProfile")

@@ -229,7 +229,7 @@ class PoolMiddleware:
             return self._call_with_connections(environ, start_response)
         holder = RequestLabel(environ)
         try:
-            entry = pool.checkout(holder=holder)
+            entry = pool.checkout(None, holder)
         except _UNAVAILABLE as exc:
             # The client learns no more than a 503; the log says why, once.
             return self._unavailable(environ, start_response, exc)
@@ -430,16 +430,16 @@ class ClosingIterable:
         if entry is None:
             return  # closed already: PEP 3333 allows a second call, which does nothing
         try:
-            self._close_result()
+            if type(self._result) is not list:  # a list has no close(): no call at all
+                self._close_result()
         finally:
             self._clock.stop()
             self._end(entry)
 
     def _close_result(self) -> None:
-        if type(self._result) is not list:  # a list has no close(): skip the lookup
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
 
     def _end(self, entry: PooledConnection) -> None:
         self._pool.checkin(entry)

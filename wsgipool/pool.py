@@ -36,7 +36,6 @@ import os
 import random
 import threading
 from collections import deque
-from os import getpid
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Union
 
@@ -46,10 +45,10 @@ from .housekeeping import HOUSEKEEPER, Housekeeping
 from .options import CHECKS as _CHECKS
 from .options import check_options  # noqa: F401  (re-exported: older imports use it)
 from .process import (  # noqa: F401  (re-exported for the server integrations)
-    GENERATIONS, ON_POOL_CREATED, ProcessBound, close_process_pools, live_pools, register,
-    warm_at_creation,
+    GENERATIONS, ON_POOL_CREATED, UNFORKED, ProcessBound, close_process_pools, live_pools,
+    notice_fork, register, warm_at_creation,
 )
-from .stats import DISCARD_REASONS, PoolStats
+from .stats import DISCARD_REASONS, HISTOGRAM_BATCH, PoolStats
 from .urls import scrub
 from .watchdog import WATCHDOG
 
@@ -82,7 +81,7 @@ class PooledConnection:
     """
 
     __slots__ = ("conn", "created", "expires", "returned", "checked_out", "waited",
-                 "generation", "holder", "warned_for", "flags", "out")
+                 "generation", "holder", "warned_for", "flags", "autocommit", "out")
 
     def __init__(self, conn: Any, now: float, expires: float, generation: int,
                  flags: Any) -> None:
@@ -96,6 +95,7 @@ class PooledConnection:
         self.holder: Any = None  # who holds it (opaque; str() names it in logs)
         self.warned_for = 0.0  # the checkout (its time) already warned about as held long
         self.flags = flags  # the driver's connect-time flags; flags[0] is autocommit
+        self.autocommit = flags[0]  # read on every return
         self.out = False  # handed to a caller and not yet given back
 
     def __repr__(self) -> str:
@@ -103,14 +103,19 @@ class PooledConnection:
 
 
 class _Waiter:
-    """A checkout queued for a connection; ``outcome`` is set before ``ready`` is released."""
+    """A checkout queued for a connection; ``outcome`` is set before ``ready`` is released.
 
-    __slots__ = ("ready", "outcome")
+    Whoever serves it counts its wait, under the pool's lock it holds anyway, so a served
+    waiter wakes up and goes without taking the lock again.
+    """
+
+    __slots__ = ("ready", "outcome", "since")
 
     def __init__(self) -> None:
         self.ready = threading.Lock()
         self.ready.acquire()
         self.outcome: Any = _PENDING
+        self.since = monotonic()
 
 
 # Outcomes a waiter can be handed besides a PooledConnection (or an exception).
@@ -233,6 +238,14 @@ class Pool(Housekeeping, ProcessBound):
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
         self._autocommit = self._driver.read_autocommit  # a C-level reader where possible
+        # Seconds since its return a connection is handed out without a second look
+        # (_still_good decides the rest): past max_idle it is closed, past pre_ping pinged.
+        self._unchecked_for = min(
+            _NEVER if self.max_idle is None else self.max_idle,
+            _NEVER if self.pre_ping is False else 0.0 if self.pre_ping is True
+            else self.pre_ping)
+        # Seconds a checkout is held before the return warns (infinite: never).
+        self._hold_warning = _NEVER if self.hold_warning is None else self.hold_warning
         _CHECKS["reset"](reset)
         if _CHECKS["transaction_pooling"](transaction_pooling):
             if reset == "session":
@@ -253,6 +266,8 @@ class Pool(Housekeeping, ProcessBound):
             None if reset == "rollback"
             else self._driver.reset_session if reset == "session" else reset
         )
+        # The state in which a return needs nothing done (with a reset: none does).
+        self._reusable_state = IDLE if self._session_reset is None else None
         # A connect must not outlast a checkout's wait (a black-holed host would hang).
         self._driver.bound_connect_time(math.ceil(self.timeout))
         self.name = name or self._driver.description
@@ -286,7 +301,7 @@ class Pool(Housekeeping, ProcessBound):
         self._closing = 0  # of those, taken out of use to be closed (in no checkout)
         self._housekept = False  # the housekeeping looks after this pool in this process
         # Checkouts abandoned by garbage collection, which may run while this thread
-        # holds the lock: discarded later, by the next checkout, return or stats().
+        # holds the lock: discarded later, by the next checkout or stats().
         self._leaked: Deque[PooledConnection] = deque()
         self._pid = os.getpid()
 
@@ -356,8 +371,8 @@ class Pool(Housekeeping, ProcessBound):
             opened, or the database refused one moments ago (the back-off).
         :raises wsgipool.PoolClosed: the pool was closed.
         """
-        if self._pid != getpid():  # a fork no hook told us about (uWSGI by default)
-            self._adopt_process()
+        if not UNFORKED[0]:  # the first use since a fork, of whatever kind
+            notice_fork()
         if self._leaked:
             self._reap_leaked()
         with self._lock:
@@ -366,17 +381,15 @@ class Pool(Housekeeping, ProcessBound):
                 entry = idle.pop()
                 entry.out = True
                 stats = self._stats
-                stats.checkouts += 1
-                in_use = self._size - self._opening - self._closing - len(idle)
-                if in_use > stats.peak_in_use:
-                    stats.peak_in_use = in_use
+                checkouts = stats.checkouts = stats.checkouts + 1
+                if checkouts - stats.returns > stats.peak_in_use:  # in use now
+                    stats.peak_in_use = checkouts - stats.returns
             else:
                 entry = self._reserve_or_queue()
         if entry.__class__ is PooledConnection:
             now = entry.checked_out = monotonic()
             entry.waited = 0.0
-            if (now < entry.expires and not self.pre_ping
-                    and (self.max_idle is None or now - entry.returned <= self.max_idle)):
+            if now < entry.expires and now - entry.returned < self._unchecked_for:
                 return entry
         else:
             if entry is not _ROOM:  # queued
@@ -384,6 +397,8 @@ class Pool(Housekeeping, ProcessBound):
             if entry is _ROOM:
                 return self._open(holder=holder)
             now = entry.checked_out
+            if now < entry.expires and now - entry.returned < self._unchecked_for:
+                return entry  # just given back by its holder: nothing to look at
         if self._still_good(entry, now):
             return entry
         # Stale or dead: its room is still ours, so a waiter handed it keeps its place
@@ -424,22 +439,22 @@ class Pool(Housekeeping, ProcessBound):
     def _wait(self, waiter: _Waiter, timeout: float) -> Any:
         """Wait in the queue for a connection or room; whatever interrupts the wait, what
         the waiter was handed goes on to the next one."""
-        started = monotonic()
+        started = waiter.since
         try:
             if self.hold_warning is not None:
-                self._warn_long_holders(started)
-            waiter.ready.acquire(timeout=min(max(0.0, timeout), threading.TIMEOUT_MAX))
+                self._warn_long_holders(monotonic())
+            served = waiter.ready.acquire(
+                timeout=min(max(0.0, timeout - (monotonic() - started)), threading.TIMEOUT_MAX))
             now = monotonic()
-            stats = self._stats
-            with self._lock:
-                if waiter.outcome is _PENDING:  # nobody served us: leave the queue
-                    self._waiters.remove(waiter)
-                    stats.timeouts += 1
-                    raise PoolTimeout(
-                        f"no connection free in pool {self.name} after "
-                        f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
-                    )
-                stats.wait.add(now - started)
+            if not served:
+                with self._lock:
+                    if waiter.outcome is _PENDING:  # nobody served us: leave the queue
+                        self._waiters.remove(waiter)
+                        self._stats.timeouts += 1
+                        raise PoolTimeout(
+                            f"no connection free in pool {self.name} after "
+                            f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
+                        )
             outcome = waiter.outcome
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -647,34 +662,27 @@ class Pool(Housekeeping, ProcessBound):
         :param entry: what :meth:`checkout` returned.
         :raises ValueError: ``entry`` came from another pool.
         """
+        if not UNFORKED[0]:  # a checkout from before a fork becomes the parent's
+            notice_fork()
         if entry.generation != self._generation or not entry.out:
             return self._refuse_checkin(entry)
         entry.out = False
-        if self._leaked:
-            self._reap_leaked()
         conn = entry.conn
         try:
             state = self._state(conn)
-            clean = (state == IDLE and self._session_reset is None
-                     and self._autocommit(conn) == entry.flags[0])
+            clean = (state == self._reusable_state
+                     and self._autocommit(conn) == entry.autocommit)
         except Exception as exc:
             return self._discard(entry, "broken", exc, how=_RETURNED)
         except BaseException as exc:
             self._discard(entry, "interrupted", exc, how=_RETURNED)
             raise
-        if not clean:
-            # About to talk to the server: in a child forked without a hook, a checkout
-            # from before the fork holds the parent's session. (A clean one only joins
-            # the idle list, which the child's first checkout forgets.)
-            if self._pid != getpid():
-                self._adopt_process()
-                return  # the parent's: not ours to touch
-            if not self._make_clean(entry, state):
-                return  # discarded
+        if not clean and not self._make_clean(entry, state):
+            return  # discarded
         now = monotonic()
-        if now >= entry.expires:
-            return self._discard(entry, "lifetime", how=_RETURNED)
-        if self.hold_warning is not None and now - entry.checked_out > self.hold_warning:
+        if now >= entry.expires or now - entry.checked_out > self._hold_warning:
+            if now >= entry.expires:
+                return self._discard(entry, "lifetime", how=_RETURNED)
             if entry.warned_for != entry.checked_out:  # once per checkout
                 entry.warned_for = entry.checked_out
                 self._log_held(entry, now, entry.holder)
@@ -683,13 +691,16 @@ class Pool(Housekeeping, ProcessBound):
         with self._lock:  # (no log line here: hold times are in stats())
             stats = self._stats
             stats.returns += 1
-            stats.hold.add(now - entry.checked_out)
+            holds = stats.hold.pending  # Histogram.add, inlined
+            holds.append(now - entry.checked_out)
+            if len(holds) >= HISTOGRAM_BATCH:
+                stats.hold.fold()
+            if not (self._waiters or self._closed):
+                self._idle.append(entry)
+                return
             if not self._closed:
-                if self._waiters:
-                    self._count_checkout(entry)
-                    self._hand_over(entry)
-                else:
-                    self._idle.append(entry)
+                self._count_checkout(entry)
+                self._hand_over(entry, now)
                 return
             self._closing += 1
         self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
@@ -771,7 +782,7 @@ class Pool(Housekeeping, ProcessBound):
 
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
-        checkout, return or ``stats()``.
+        checkout or ``stats()``.
 
         :param entry: what :meth:`checkout` returned.
         """
@@ -786,11 +797,15 @@ class Pool(Housekeeping, ProcessBound):
                 return
             self._discard(entry, "leaked", how=_RETURNED)
 
-    def _hand_over(self, outcome: Any) -> None:
-        """With the lock held: serve the oldest waiter a connection, or room to open one."""
+    def _hand_over(self, outcome: Any, now: Optional[float] = None) -> None:
+        """With the lock held: serve the oldest waiter a connection, or room to open one
+        (``now``: the caller's clock reading, if it has one)."""
         waiter = self._waiters.popleft()
         if outcome is _ROOM:
             self._opening += 1
+        # (A reading taken before the lock may precede a waiter that queued since.)
+        waited = (monotonic() if now is None else now) - waiter.since
+        self._stats.wait.add(waited if waited > 0.0 else 0.0)
         waiter.outcome = outcome
         waiter.ready.release()
 
@@ -923,23 +938,21 @@ class _StillInTransaction(Exception):
 
 
 class _Lease:
-    """The context manager :meth:`Pool.connection` returns."""
+    """The context manager :meth:`Pool.connection` returns: the checkout in
+    ``__enter__``, the return in ``__exit__``, whatever ends the block."""
 
     __slots__ = ("_pool", "_timeout", "_entry")
 
     def __init__(self, pool: Pool, timeout: Optional[float]) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._entry: Optional[PooledConnection] = None
 
     def __enter__(self) -> Any:
-        self._entry = self._pool.checkout(self._timeout)
-        return self._entry.conn
+        entry = self._entry = self._pool.checkout(self._timeout)
+        return entry.conn
 
-    def __exit__(self, *exc_info: Any) -> None:
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            self._pool.checkin(entry)
+    def __exit__(self, _type: Any, _value: Any, _traceback: Any) -> None:
+        self._pool.checkin(self._entry)
 
 
 def _describe_holder(holder: Any) -> str:

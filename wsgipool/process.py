@@ -1,9 +1,15 @@
 """The pools of this process: found by the fork hook, closed at exit, listed for exporters.
 
 After ``fork()`` a child must never touch its parent's sessions: Python's fork hook makes
-every inherited connection harmless before anything else runs in the child, and a pool
-first used in a process it was not made in adopts that process (for servers that fork
-without running Python's hooks, such as uWSGI by default).
+every inherited connection harmless before anything else runs in the child, and the
+first use of a pool in a new process makes every pool adopt that process, including
+after a fork that runs no Python hook (uWSGI by default, a C extension's ``fork()``).
+
+How a pool tells it is in a new process, on every checkout and return, without a system
+call: :data:`UNFORKED` reads 1 until the process forks. On Linux it is a page the kernel
+wipes in a child (``MADV_WIPEONFORK``), so no kind of fork goes unseen. Elsewhere it is a
+byte that Python's fork hook clears; inside a server that may fork without running that
+hook (uWSGI, mod_python), it asks ``os.getpid()`` instead.
 """
 
 from __future__ import annotations
@@ -11,11 +17,12 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import mmap
 import os
 import sys
 import threading
 import weakref
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 from .stats import DISCARD_REASONS, PoolStats
 
@@ -30,6 +37,64 @@ ADOPT_LOCK = threading.Lock()
 # The source of every pool's generation numbers: unique in the process, so a
 # connection's generation says which pool, and which life of it, handed it out.
 GENERATIONS = itertools.count(1)
+
+
+# Linux's MADV_WIPEONFORK (4.14 and later), which Python's mmap module names only when
+# built against headers that have it.
+_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18 if sys.platform.startswith("linux") else None)
+
+
+class _PidMark:
+    """:data:`UNFORKED` where forks may run no Python hook and the kernel cannot tell:
+    ``[0]`` compares ``os.getpid()`` with the pid it was set in."""
+
+    __slots__ = ("_pid",)
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+
+    def __getitem__(self, _index: int) -> int:
+        return 1 if os.getpid() == self._pid else 0
+
+    def __setitem__(self, _index: int, value: int) -> None:
+        self._pid = os.getpid() if value else 0
+
+
+def fork_mark(*, embedded: bool) -> Tuple[Any, str]:
+    """Make the process's :data:`UNFORKED` mark, and say how it notices a fork:
+    ``"kernel"``, ``"fork hook"`` or ``"getpid"``.
+
+    ``embedded``: a server that may fork without running Python's fork hooks embeds us.
+    """
+    if _WIPEONFORK is not None and hasattr(mmap, "MAP_PRIVATE"):
+        try:
+            page = mmap.mmap(-1, mmap.PAGESIZE,
+                             flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            page.madvise(_WIPEONFORK)  # EINVAL before Linux 4.14
+        except (OSError, ValueError, AttributeError):
+            pass
+        else:
+            page[0] = 1
+            return page, "kernel"
+    if embedded:
+        return _PidMark(), "getpid"
+    return bytearray(b"\x01"), "fork hook"
+
+
+#: ``UNFORKED[0]`` is 1 until this process forks, 0 in a child until it adopts its pools
+#: (:func:`notice_fork`); a checkout reads it instead of making a system call.
+UNFORKED, FORK_DETECTION = fork_mark(embedded=bool({"uwsgi", "_apache"} & set(sys.modules)))
+
+
+def notice_fork() -> None:
+    """The first use of a pool in a new process: every pool adopts it, then the mark is
+    set again (for this process's own children). Threads of the child that race here
+    each adopt nothing twice."""
+    pid = os.getpid()
+    for pool in list(_LIVE_POOLS):
+        if pool._pid != pid:
+            pool._adopt_process()
+    UNFORKED[0] = 1
 
 
 # Whether a new pool opens its min_size connections at once; an embedding server's
@@ -79,6 +144,7 @@ def close_process_pools() -> None:
 
 def _after_fork_in_child() -> None:
     global ADOPT_LOCK
+    UNFORKED[0] = 0  # the kernel's page is wiped already; the byte is not
     ADOPT_LOCK = threading.Lock()  # a parent thread may have held it at the fork
     for pool in list(_LIVE_POOLS):
         pool._forget_parent()

@@ -153,6 +153,9 @@ class RequestConnections:
             self._pools[name].abandon(entry)
 
 
+_set_slot = object.__setattr__
+
+
 class LazyConnection:
     """``environ["db.conn"]`` with ``lazy=True``: the connection, checked out on first use.
 
@@ -165,8 +168,9 @@ class LazyConnection:
     __slots__ = ("_connections", "_name")
 
     def __init__(self, connections: RequestConnections, name: str = DEFAULT) -> None:
-        self._connections = connections
-        self._name = name
+        # Straight into the slots: our own __setattr__ would cost a call each, per request.
+        _set_slot(self, "_connections", connections)
+        _set_slot(self, "_name", name)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self._connections[self._name], attribute)

@@ -23,6 +23,10 @@ BOUNDS = tuple(
 ) + (60.0,)
 
 
+#: Values a histogram gathers before folding them into its buckets.
+HISTOGRAM_BATCH = 256
+
+
 class Histogram:
     """Durations in seconds: count, total, max, and percentiles read from fixed buckets.
 
@@ -31,25 +35,24 @@ class Histogram:
     per-value cost on the return path stays a list append.
     """
 
-    __slots__ = ("count", "total", "max", "buckets", "_pending")
-    BATCH = 256
+    __slots__ = ("count", "total", "max", "buckets", "pending")
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
         self.buckets = [0] * (len(BOUNDS) + 1)  # the last one: longer than 60 s
-        self._pending: List[float] = []
+        self.pending: List[float] = []
 
     def add(self, seconds: float) -> None:
-        pending = self._pending
+        pending = self.pending
         pending.append(seconds)
-        if len(pending) >= self.BATCH:
+        if len(pending) >= HISTOGRAM_BATCH:
             self.fold()
 
     def fold(self) -> None:
         """Move the values added since the last fold into the counts and buckets."""
-        pending = self._pending
+        pending = self.pending
         if not pending:
             return
         pending.sort()
