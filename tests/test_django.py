@@ -39,7 +39,7 @@ def django_site():
     _require("postgresql")
     _require("mysql")
     pytest.importorskip("django")
-    os.environ["WSGIPOOL_DJANGO_WITH_ATOMIC"] = "1"
+    os.environ["WSGIPOOL_TEST_DJANGO_WITH_ATOMIC"] = "1"
     app = set_up_django()
     yield app
     from django.db import connections
@@ -263,8 +263,8 @@ def served(request, django_site, tmp_path_factory):
     work = tmp_path_factory.mktemp(f"django-{kind}")
     touch = str(work / "master")
     env = dict(ENV, DATABASE_URL=url, WORKERS="1", THREADS="4", POOL_MAX_SIZE="2",
-               WSGIPOOL_DJANGO_WITH_ATOMIC="",
-               WSGIPOOL_DJANGO_TOUCH_FILE=touch,
+               WSGIPOOL_TEST_DJANGO_WITH_ATOMIC="",
+               WSGIPOOL_TEST_DJANGO_TOUCH_FILE=touch,
                PYTHONPATH=EXAMPLE, DJANGO_SETTINGS_MODULE="django_site.settings")
     server = Gunicorn("django_site.wsgi:application", "-c",
                       os.path.join(EXAMPLE, "gunicorn.conf.py"), "--timeout", "30",
@@ -364,10 +364,10 @@ def test_pool_bounds_the_sessions_per_worker(served):
 def test_djangos_test_runner_creates_and_drops_through_the_backends(django_site):
     """``manage.py test``: test databases made, used and dropped through our backends."""
     env = dict(os.environ, **ENV, DJANGO_SETTINGS_MODULE="django_site.settings",
-               WSGIPOOL_DJANGO_FAST_MIGRATE="1",
+               WSGIPOOL_TEST_DJANGO_FAST_MIGRATE="1",
                PYTHONPATH=os.pathsep.join([EXAMPLE, os.path.join(ROOT, "tests"), ROOT]))
     env.pop("DATABASE_URL", None)
-    env.pop("WSGIPOOL_DJANGO_WITH_ATOMIC", None)
+    env.pop("WSGIPOOL_TEST_DJANGO_WITH_ATOMIC", None)
     done = subprocess.run([sys.executable, "manage.py", "test", "guestbook", "--noinput"],
                           cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

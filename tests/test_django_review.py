@@ -82,7 +82,7 @@ def site():
     from django.apps import apps
 
     if not apps.ready:  # as tests/test_django.py sets it up, whichever module runs first
-        os.environ["WSGIPOOL_DJANGO_WITH_ATOMIC"] = "1"
+        os.environ["WSGIPOOL_TEST_DJANGO_WITH_ATOMIC"] = "1"
         os.environ.update(ENV)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
         if EXAMPLE not in sys.path:

@@ -11,9 +11,9 @@ MY_HOST = "mysql://root@127.0.0.1:3306"
 PG_DB, MY_DB = "wsgipool_django_pg", "wsgipool_django_my"
 SQLITE_PATH = "/tmp/wsgipool_django.db"
 ENV = {
-    "WSGIPOOL_DJANGO_PG_URL": f"{PG_HOST}/{PG_DB}",
-    "WSGIPOOL_DJANGO_MY_URL": f"{MY_HOST}/{MY_DB}",
-    "WSGIPOOL_DJANGO_SQLITE_URL": f"sqlite:///{SQLITE_PATH}",
+    "WSGIPOOL_TEST_DJANGO_PG_URL": f"{PG_HOST}/{PG_DB}",
+    "WSGIPOOL_TEST_DJANGO_MY_URL": f"{MY_HOST}/{MY_DB}",
+    "WSGIPOOL_TEST_DJANGO_SQLITE_URL": f"sqlite:///{SQLITE_PATH}",
 }
 
 

@@ -1,7 +1,7 @@
 """The guestbook project's settings, plus test views and one alias per database.
 
 Database names are this suite's own (other suites share the servers): the URLs come from
-``WSGIPOOL_DJANGO_{PG,MY,SQLITE}_URL``; ``DATABASE_URL`` is the default alias, as in
+``WSGIPOOL_TEST_DJANGO_{PG,MY,SQLITE}_URL``; ``DATABASE_URL`` is the default alias, as in
 the example.
 """
 
@@ -14,11 +14,11 @@ from django_site import receivers  # noqa: F401  (the connection_created handler
 
 ROOT_URLCONF = "django_site.urls"
 MAX_SIZE = int(os.environ.get("POOL_MAX_SIZE", "2"))
-PG_URL = os.environ.get("WSGIPOOL_DJANGO_PG_URL",
+PG_URL = os.environ.get("WSGIPOOL_TEST_DJANGO_PG_URL",
                         "postgresql://postgres@127.0.0.1:5432/wsgipool_django_pg")
-MY_URL = os.environ.get("WSGIPOOL_DJANGO_MY_URL",
+MY_URL = os.environ.get("WSGIPOOL_TEST_DJANGO_MY_URL",
                         "mysql://root@127.0.0.1:3306/wsgipool_django_my")
-SQLITE_URL = os.environ.get("WSGIPOOL_DJANGO_SQLITE_URL", "sqlite:////tmp/wsgipool_django.db")
+SQLITE_URL = os.environ.get("WSGIPOOL_TEST_DJANGO_SQLITE_URL", "sqlite:////tmp/wsgipool_django.db")
 
 
 def _alias(url, test_name, mirror=None, **options):
@@ -41,7 +41,7 @@ DATABASES = {
 DATABASES["pg_tiny"] = {**_alias(PG_URL, None, mirror="pg"), "OPTIONS": {
     "max_size": 1, "timeout": 0.3, "hold_warning": 0.2}}
 # Django's ATOMIC_REQUESTS and AUTOCOMMIT = False, on the pool.
-if os.environ.get("WSGIPOOL_DJANGO_WITH_ATOMIC"):  # the in-process tests only: Django
+if os.environ.get("WSGIPOOL_TEST_DJANGO_WITH_ATOMIC"):  # the in-process tests only: Django
     # opens a transaction on it around every view, whichever database the view uses
     DATABASES["pg_atomic"] = {**_alias(PG_URL, None, mirror="pg"), "ATOMIC_REQUESTS": True}
 DATABASES["my_manual"] = {**_alias(MY_URL, None, mirror="my"), "AUTOCOMMIT": False}
@@ -64,7 +64,7 @@ DATABASES["my_persistent"] = {**database(MY_URL), "ENGINE": "django.db.backends.
                               "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True,
                               "TEST": {"MIRROR": "my"}}
 
-if os.environ.get("WSGIPOOL_DJANGO_FAST_MIGRATE"):
+if os.environ.get("WSGIPOOL_TEST_DJANGO_FAST_MIGRATE"):
     # Django's own apps' tables made directly (the suite's time is short): the
     # guestbook's migration still runs, through the backends under test.
     MIGRATION_MODULES = {app: None for app in ("admin", "auth", "contenttypes", "sessions")}
