@@ -366,13 +366,6 @@ def test_closing_a_connection_the_server_ended_does_not_raise(site):
     assert pool_stats("review_pg")["in_use"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the pool treats any failure of on_connect as a refused connect (ConnectError, a "
-    "back-off window, counted in connect_errors); the Django backend then raises "
-    "OperationalError('cannot connect ...') and the middleware answers 503. Fix: the "
-    "pool tells a failing on_connect (the application's bug: re-raised as is, no "
-    "back-off) from a refused connect, and PooledWrapperMixin.connect() re-raises a "
-    "setup error that is not the driver's"))
 def test_a_bug_in_a_connection_created_handler_is_the_handlers_error(site):
     """Without the pool, a connection_created handler's exception reaches the caller
     (a 500 pointing at the handler). With it, the bug was reported as "cannot connect",
@@ -769,10 +762,6 @@ def test_destroying_a_test_database_closes_the_pools_of_aliases_on_the_same_data
     assert left == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "same cause as test_a_bug_in_a_connection_created_handler_is_the_handlers_error: "
-    "Django's own get_new_connection() refuses OPTIONS['isolation_level'] = 9 with "
-    "ImproperlyConfigured, which the pool turns into a refused connect (back-off, 503)"))
 def test_a_bad_django_option_is_improperly_configured_not_a_refused_connect(site):
     from django.core.exceptions import ImproperlyConfigured
     from django.db import connections

@@ -146,6 +146,31 @@ def test_on_connect_failure_is_a_refused_connect(any_server_db, pools, caplog):
     assert db.live_sessions(sessions) == set()
 
 
+def test_a_bug_in_on_connect_is_the_callers_error_not_a_refused_connect(any_server_db, pools):
+    """A set-up that raises something other than a database error (a bug in it): the
+    connection is closed and the error reaches the caller as it is, with no back-off,
+    so the next checkout tries again at once and the fixed set-up succeeds."""
+    db = any_server_db
+    sessions = []
+    broken = [True]
+
+    def set_up(conn):
+        sessions.append(db.session_id(conn))
+        conn.rollback()  # the session id's SELECT: leave no transaction
+        if broken[0]:
+            raise KeyError("search_path")
+
+    pool = pools(db.url, on_connect=set_up)
+    with pytest.raises(KeyError, match="search_path"):
+        pool.checkout()
+    stats = pool.stats()
+    assert (stats["connect_errors"], stats["size"], stats["in_use"]) == (0, 0, 0), stats
+    assert db.live_sessions(sessions) == set()
+    broken[0] = False
+    with pool.connection() as conn:  # no "refused the last attempt" window
+        assert db.session_id(conn) == sessions[-1] != sessions[0]
+
+
 def test_pool_is_a_context_manager(server_db):
     with Pool(server_db.url) as pool:
         with pool.connection() as conn:

@@ -186,8 +186,10 @@ class Pool(Housekeeping, ProcessBound):
     :param on_connect: a callable given each new connection once, before its first use
         (``SET search_path``, type adapters), and again after each ``reset="session"``,
         which undoes what it set; it must leave no transaction open. If it fails on a
-        new connection, the connection is closed and the checkout fails as a refused
-        connect would (:class:`~wsgipool.ConnectError`, logged with the cause); after a
+        new connection, the connection is closed; a database error (or a transaction
+        left open) fails the checkout as a refused connect would
+        (:class:`~wsgipool.ConnectError`, logged with the cause), any other exception
+        (a bug in the callable) reaches the caller as it is, with no back-off. After a
         reset, the connection is discarded (reason ``reset_failed``). Default ``None``.
     :param fail_at_boot: when a server starts a worker (gunicorn's
         ``post_worker_init``, a uWSGI worker, an Apache child), a pool that cannot
@@ -572,10 +574,11 @@ class Pool(Housekeeping, ProcessBound):
                 self._set_up(conn)
             flags = self._driver.flags(conn)
         except BaseException as exc:
+            refused = _refused(exc)
             with self._lock:
                 self._opening -= 1
                 self._free_room()
-                if isinstance(exc, Exception) and not isinstance(exc, (ConnectError, PoolClosed)):
+                if refused:
                     self._stats.connect_errors += 1
                     # Double the pause after each refusal, so a down database is not
                     # hammered and requests in between fail at once instead of each
@@ -583,8 +586,8 @@ class Pool(Housekeeping, ProcessBound):
                     if started >= self._retry_at:  # once per window, not per attempt
                         self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
                         self._retry_at = monotonic() + self._backoff
-            if not isinstance(exc, Exception) or isinstance(exc, (ConnectError, PoolClosed)):
-                raise
+            if not refused:
+                raise  # an interrupt, the pool's own answer, or the application's bug
             message = scrub(str(exc).strip(), *self._driver.secrets) or type(exc).__name__
             log.error("cannot connect to %s: %s%s", self.name, message,
                       _describe_holder(holder))
@@ -953,6 +956,22 @@ class _Lease:
 
     def __exit__(self, _type: Any, _value: Any, _traceback: Any) -> None:
         self._pool.checkin(self._entry)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed open means the database refused it (a DB-API error, a socket
+    error, a set-up left in a transaction): counted, logged, a back-off, a
+    :class:`ConnectError`. Anything else (an interrupt, the pool's own answer, a bug in
+    ``connect=`` or ``on_connect`` such as a ``TypeError``, a framework's configuration
+    error) reaches the caller as it is."""
+    if not isinstance(exc, Exception) or isinstance(exc, (ConnectError, PoolClosed)):
+        return False
+    if isinstance(exc, (OSError, _StillInTransaction)):
+        return True
+    # DB-API 2.0: every error a driver raises derives from its module's ``Error``
+    # (Django's wrappers of them too).
+    return any(kind.__name__ == "Error" and kind.__module__ != "builtins"
+               for kind in type(exc).__mro__)
 
 
 def _describe_holder(holder: Any) -> str:
