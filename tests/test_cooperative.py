@@ -396,15 +396,17 @@ def test_a_bad_switch_value_is_refused_by_name(monkeypatch):
     """``WSGIPOOL_PSYCOPG2_WAIT_CALLBACK`` accepts on/off words only; the connect says so."""
     from psycopg2 import extensions
 
-    from wsgipool import ConnectError, Pool, cooperative
+    from wsgipool import ConfigurationError, Pool, cooperative
 
     monkeypatch.setattr(cooperative, "green", lambda: "gevent")  # as if patched
     monkeypatch.setattr(cooperative, "_done", {})  # and not yet seen in this process
     monkeypatch.setenv(cooperative.PSYCOPG2_SWITCH, "maybe")
     with Pool(PG, max_size=1) as pool:
-        with pytest.raises(ConnectError) as raised:
+        # A setting's error, not the database's: as it is, with no back-off.
+        with pytest.raises(ConfigurationError) as raised:
             pool.checkout()
         assert ("WSGIPOOL_PSYCOPG2_WAIT_CALLBACK must be on or off (or 1/0, true/false, "
                 "yes/no), not 'maybe'") in str(raised.value)
-        assert pool.stats()["size"] == 0
+        stats = pool.stats()
+        assert (stats["size"], stats["connect_errors"]) == (0, 0)
     assert extensions.get_wait_callback() is None
