@@ -1,0 +1,369 @@
+"""A review of ``max_waiting``, refusal pacing and gevent/eventlet cooperation (issue 16,
+points 5-7): interruptions, edges and concurrency, against the real servers."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import wsgipool
+import wsgipool.pacing
+from servers import ROOT
+from wsgipool import ConfigurationError, ConnectError, Pool, PoolClosed, PoolMiddleware, PoolTimeout
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _whole(pool):
+    """The pool's books balance: every checkout returned or in use, every slot counted."""
+    s = pool.stats()
+    assert s["checkouts"] == s["returns"] + s["in_use"], s
+    assert s["size"] == s["in_use"] + s["idle"] + s["opening"], s
+    return s
+
+
+def _alarm(seconds, action):
+    """Run ``action`` in the main thread ``seconds`` from now (a signal handler), as a
+    KeyboardInterrupt would arrive."""
+    def handler(signum, frame):
+        action()
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return previous
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("handed", ["nothing", "a connection", "room"])
+def test_a_waiter_interrupted_while_queued_or_being_served_leaves_the_pool_whole(
+        server_db, pools, handed):
+    """KeyboardInterrupt in the queue: before anything is handed over, just after a
+    connection is, or just after room to open one is; its place in the queue comes back."""
+    pool = pools(server_db.url, max_size=1, max_waiting=1, timeout=5)
+    holder = pool.checkout()
+    first = server_db.session_id(holder.conn)
+
+    def arrive():
+        if handed == "a connection":
+            pool.checkin(holder)  # handed to the waiter (this thread), which then...
+        elif handed == "room":
+            holder.conn.close()
+            pool.checkin(holder)  # discarded: its room goes to the waiter
+        _interrupt()  # ...is interrupted before it returns
+
+    previous = _alarm(0.1, arrive)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.checkout()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if handed == "nothing":
+        pool.checkin(holder)
+    stats = _whole(pool)
+    assert (stats["waiting"], stats["in_use"], stats["opening"]) == (0, 0, 0), stats
+    assert stats["size"] == (0 if handed == "room" else 1), stats
+    # The place in the queue came back: one may queue again (a timeout, not queue_full).
+    entry = pool.checkout()
+    with pytest.raises(PoolTimeout) as raised:
+        pool.checkout(timeout=0.05)
+    assert not raised.value.queue_full
+    if handed != "room":
+        assert server_db.session_id(entry.conn) == first  # the same connection, reused
+    pool.checkin(entry)
+    stats = _whole(pool)
+    assert (stats["queue_full"], stats["timeouts"], stats["in_use"]) == (0, 1, 0), stats
+
+
+def test_max_waiting_0_refuses_only_when_nothing_can_be_had(server_db, pools):
+    """0 never queues, yet an idle connection or room to open one is served; a connect
+    in progress for someone else is no room; a closed pool says PoolClosed."""
+    opening, go_on = threading.Event(), threading.Event()
+
+    def slow_setup(conn):
+        if not go_on.is_set():
+            opening.set()
+            go_on.wait(10)
+
+    pool = pools(server_db.url, max_size=1, max_waiting=0, timeout=5, on_connect=slow_setup)
+    got = []
+    opener = threading.Thread(target=lambda: got.append(pool.checkout()), daemon=True)
+    opener.start()
+    assert opening.wait(10)
+    assert pool.stats()["opening"] == 1
+    with pytest.raises(PoolTimeout, match=r"max_waiting=0") as raised:
+        pool.checkout()
+    assert raised.value.queue_full
+    go_on.set()
+    opener.join(10)
+    pool.checkin(got.pop())
+    session = None
+    for _ in range(3):  # idle: served at once, never refused
+        with pool.connection() as conn:
+            session = session or server_db.session_id(conn)
+            assert server_db.session_id(conn) == session
+    stats = _whole(pool)
+    assert (stats["queue_full"], stats["checkouts"], stats["connects"]) == (1, 4, 1), stats
+    pool.close()
+    with pytest.raises(PoolClosed):
+        pool.checkout()
+    assert pool.stats()["queue_full"] == 1
+
+
+def test_a_bad_wait_callback_switch_is_no_database_refusal(monkeypatch, caplog):
+    """A bad WSGIPOOL_PSYCOPG2_WAIT_CALLBACK, found at a connect: the error names it, but
+    the database did not refuse anything: no connect error counted, no back-off, so the
+    next checkout after the setting is fixed connects, and no slot is lost."""
+    from psycopg2 import extensions
+
+    from wsgipool import cooperative
+
+    monkeypatch.setattr(cooperative, "green", lambda: "gevent")  # as if patched
+    monkeypatch.setattr(cooperative, "_done", {})
+    monkeypatch.setenv(cooperative.PSYCOPG2_SWITCH, "maybe")
+    with Pool(PG, max_size=1) as pool:
+        with pytest.raises(ConnectError, match="WSGIPOOL_PSYCOPG2_WAIT_CALLBACK must be on"):
+            pool.checkout()
+        monkeypatch.setenv(cooperative.PSYCOPG2_SWITCH, "off")  # fixed
+        caplog.set_level(logging.WARNING, logger="wsgipool.cooperative")
+        with pool.connection() as conn:
+            conn.cursor().execute("SELECT 1")
+        stats = _whole(pool)
+        assert (stats["connect_errors"], stats["connects"], stats["size"]) == (0, 1, 1), stats
+    assert extensions.get_wait_callback() is None
+    assert any("psycopg2 blocks gevent's hub" in r.getMessage() for r in caplog.records)
+
+
+def _call(middleware, path="/x"):
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen.update(status=status, headers=dict(headers))
+
+    body = middleware({"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
+                       "QUERY_STRING": ""}, start_response)
+    try:
+        b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return seen["status"]
+
+
+@pytest.fixture
+def slept(monkeypatch):
+    """The seconds the middleware asked to pause, instead of pausing (each on time)."""
+    asked = []
+
+    def pause(seconds):
+        asked.append(seconds)
+        return 0.0
+
+    monkeypatch.setattr(wsgipool.pacing, "pause", pause)
+    return asked
+
+
+def test_a_named_pool_refusal_is_paced_by_its_own_wait(tmp_path, slept):
+    """The app's checkout of a named database timed out after 0.01 s: held for the rest of
+    the pace, not judged by the default pool's timeout (10 s: no pause at all)."""
+    main = Pool(f"sqlite:///{tmp_path}/main.db", max_size=1, timeout=10)
+    other = Pool(f"sqlite:///{tmp_path}/other.db", max_size=1, timeout=0.01)
+
+    def app(environ, start_response):
+        wsgipool.connection(environ, "other")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = PoolMiddleware(app, main, databases={"other": other}, pace_refusals=0.2)
+    try:
+        with other.connection():
+            assert _call(middleware) == "503 Service Unavailable"
+        (asked,) = slept
+        assert 0.1 <= asked <= 0.2, asked
+        assert _call(middleware) == "200 OK" and len(slept) == 1
+        assert (_whole(main)["in_use"], _whole(other)["in_use"]) == (0, 0)
+    finally:
+        main.close()
+        other.close()
+
+
+def test_a_lazy_refusal_in_a_transaction_is_paced_and_gives_back_what_it_took(
+        any_postgresql, pools, slept):
+    """transaction=True, lazy: the app wrote on one database, then found no connection
+    to another: its write is rolled back, both connections are back, the 503 is paced."""
+    table = "review_overload_tx"
+    main = pools(any_postgresql.url, max_size=1, timeout=5)
+    other = pools(any_postgresql.url, max_size=1, timeout=0.02, max_waiting=0)
+    with main.connection() as conn:
+        cur = conn.cursor()
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {table} (n int)")
+        cur.execute(f"DELETE FROM {table}")
+        conn.commit()
+
+    def app(environ, start_response):
+        environ["db.conn"].cursor().execute(f"INSERT INTO {table} VALUES (1)")
+        wsgipool.connection(environ, "other")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = PoolMiddleware(app, main, databases={"other": other}, lazy=True,
+                                transaction=True, pace_refusals=0.2)
+    with other.connection():
+        assert _call(middleware) == "503 Service Unavailable"
+    (asked,) = slept
+    assert 0.16 <= asked <= 0.2, asked  # queue full: the whole pace
+    with main.connection() as conn:
+        cur = conn.cursor()
+        cur.execute(f"SELECT count(*) FROM {table}")
+        assert cur.fetchone()[0] == 0  # rolled back
+        cur.execute(f"DROP TABLE {table}")
+        conn.commit()
+    assert (_whole(main)["in_use"], _whole(other)["in_use"]) == (0, 0)
+    assert other.stats()["queue_full"] == 1
+
+
+def test_a_pause_interrupted_holds_nothing_and_leaves_the_pacer_as_it_was(sqlite):
+    """KeyboardInterrupt in the middle of a refusal's real pause: the connection the
+    request took first is back, the pacer's figures unchanged, the next refusal paced."""
+    def app(environ, start_response):
+        wsgipool.connection(environ, "other")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    other = Pool(sqlite.url.replace("test.db", "other.db"), max_size=1, max_waiting=0)
+    middleware = PoolMiddleware(app, sqlite.url, databases={"other": other}, lazy=True,
+                                pace_refusals=2.0)
+    pacer = middleware._pacer
+    pacer.extra, pacer.late_at = 0.25, time.monotonic()
+    try:
+        with other.connection():
+            previous = _alarm(0.1, _interrupt)
+            started = time.monotonic()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    _call(middleware)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            assert time.monotonic() - started < 1.5  # cut in the pause, not after it
+            assert pacer.extra == 0.25
+            assert (_whole(middleware.pool)["in_use"], _whole(other)["in_use"]) == (0, 1)
+        assert _call(middleware) == "200 OK"
+    finally:
+        middleware.pool.close()
+        other.close()
+
+
+def test_refusals_counted_under_threads(sqlite, monkeypatch, caplog):
+    """8 threads refused at once, many times: the once-a-second lines account for every
+    503 (the first line, plus the count the next line gives)."""
+    import wsgipool.middleware
+
+    monkeypatch.setattr(wsgipool.middleware._Refusals, "INTERVAL", 3600.0)
+    middleware = PoolMiddleware(lambda e, s: [], sqlite.url, max_size=1, max_waiting=0,
+                                pace_refusals=0)
+    statuses = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+
+    def refused():
+        for _ in range(300):
+            statuses.append(_call(middleware))
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="wsgipool.middleware"):
+            with middleware.pool.connection():
+                threads = [threading.Thread(target=refused, daemon=True) for _ in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(30)
+                middleware._refusals._next = 0.0
+                statuses.append(_call(middleware, "/last"))
+    finally:
+        sys.setswitchinterval(switch)
+        middleware.pool.close()
+    assert statuses == ["503 Service Unavailable"] * 2401
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[1].endswith("(2399 more 503s since the last line)"), lines[1]
+    assert middleware.pool.stats()["queue_full"] == 2401
+
+
+def test_a_bad_pace_from_the_environment_names_the_variable(monkeypatch, sqlite):
+    monkeypatch.setenv("DATABASE_URL", sqlite.url)
+    monkeypatch.setenv("WSGIPOOL_PACE_REFUSALS", "-1")
+    with pytest.raises(ConfigurationError) as raised:
+        PoolMiddleware(lambda e, s: [])
+    assert str(raised.value) == ("WSGIPOOL_PACE_REFUSALS in the environment: pace_refusals "
+                                 "must be between 0 and 10 seconds, not -1.0")
+
+
+# A gunicorn --preload master: psycopg2 connects unpatched, forks; the child is patched
+# (as gevent's worker does) and must get the wait callback, once, the parent none.
+FORK_SCRIPT = r"""
+import json, os, sys
+import psycopg2.extensions as ext
+from wsgipool import Pool
+from wsgipool import cooperative
+out = {}
+pool = Pool(sys.argv[1], max_size=2)
+with pool.connection() as conn:
+    conn.cursor().execute("SELECT 1")
+out["parent_before"] = ext.get_wait_callback() is not None
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    from gevent import monkey; monkey.patch_all()
+    import gevent
+    child = {}
+    with pool.connection() as conn:
+        cur = conn.cursor(); cur.execute("SELECT 1")
+    first = ext.get_wait_callback()
+    child["callback"] = getattr(first, "wsgipool", False)
+    cooperative.cooperate("psycopg2")  # asked again: nothing changes
+    cooperative._done.clear()  # even when it looks again
+    cooperative.cooperate("psycopg2")
+    child["same"] = ext.get_wait_callback() is first
+    # Two queries of 0.3 s in two greenlets: together, about 0.3 s, not 0.6.
+    import time
+    def q():
+        with pool.connection() as conn:
+            conn.cursor().execute("SELECT pg_sleep(0.3)")
+    started = time.monotonic()
+    gevent.joinall([gevent.spawn(q), gevent.spawn(q)], timeout=10)
+    child["together"] = time.monotonic() - started
+    # psycopg (3) never imported: nothing to reload, no error.
+    child["psycopg_loaded"] = "psycopg" in sys.modules
+    cooperative.cooperate("psycopg")
+    child["stats"] = pool.stats()["connect_errors"]
+    os.write(write, json.dumps(child).encode())
+    os._exit(0)
+os.close(write)
+_, status = os.waitpid(pid, 0)
+out["child"] = json.loads(os.read(read, 65536) or b"{}")
+out["status"] = status
+out["parent_after"] = ext.get_wait_callback() is not None
+print(json.dumps(out))
+"""
+
+
+def test_a_child_patched_after_the_fork_gets_the_callback_once():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT, PG], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    child = out["child"]
+    assert (out["parent_before"], out["parent_after"], out["status"]) == (False, False, 0), out
+    assert (child["callback"], child["same"], child["psycopg_loaded"], child["stats"]) == (
+        True, True, False, 0), out
+    assert child["together"] < 0.55, out
