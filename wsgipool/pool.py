@@ -559,7 +559,10 @@ class Pool(Housekeeping, ProcessBound):
             with self._lock:
                 self._opening -= 1
                 self._free_room()
-                if isinstance(exc, Exception) and not isinstance(exc, (ConnectError, PoolClosed)):
+                # A setting found bad at the connect (ConfigurationError) is no refusal
+                # by the database: neither counted nor backed off from.
+                if isinstance(exc, Exception) and not isinstance(
+                        exc, (ConnectError, PoolClosed, ConfigurationError)):
                     self._stats.connect_errors += 1
                     # Double the pause after each refusal, so a down database is not
                     # hammered and requests in between fail at once instead of each
