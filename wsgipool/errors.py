@@ -24,6 +24,8 @@ class PoolTimeout(PoolError):
     """
 
     queue_full = False
+    #: Seconds the checkout waited before it gave up (0 when ``queue_full``).
+    waited = 0.0
 
 
 class ConnectError(PoolError):

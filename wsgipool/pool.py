@@ -434,10 +434,12 @@ class Pool(Housekeeping, ProcessBound):
                 if waiter.outcome is _PENDING:  # nobody served us: leave the queue
                     self._waiters.remove(waiter)
                     stats.timeouts += 1
-                    raise PoolTimeout(
+                    timed_out = PoolTimeout(
                         f"no connection free in pool {self.name} after "
                         f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
                     )
+                    timed_out.waited = now - started  # what the middleware's pace counts
+                    raise timed_out
                 stats.wait.add(now - started)
             outcome = waiter.outcome
             if isinstance(outcome, BaseException):
