@@ -77,7 +77,7 @@ def middleware_settings() -> Dict[str, Any]:
     for option, value in found.items():
         try:
             MIDDLEWARE_CHECKS[option](value)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
             raise ConfigurationError(
                 f"WSGIPOOL_{option.upper()} in the environment: {exc}") from None
     if _configured is not None:
@@ -100,7 +100,7 @@ def middleware_options_from_environ(environ: Mapping[str, Any]) -> Dict[str, Any
     for option, value in found.items():
         try:
             MIDDLEWARE_CHECKS[option](value)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
             raise ConfigurationError(
                 f"WSGIPOOL_{option.upper()} in the request environ (SetEnv): {exc}") from None
     return found
