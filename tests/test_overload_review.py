@@ -398,3 +398,75 @@ def test_a_lazy_refusal_while_the_body_streams_gets_a_paced_503(sqlite, slept):
     finally:
         assert _whole(middleware.pool)["in_use"] == 0
         middleware.pool.close()
+
+
+def test_paced_refusals_in_threads_pause_side_by_side(sqlite):
+    """gthread: 8 threads refused at once each pause about the pace, side by side (no
+    lock serialises them); the lengthening stays within its bound and nothing is held."""
+    middleware = PoolMiddleware(lambda e, s: [], sqlite.url, max_size=1, max_waiting=0,
+                                pace_refusals=0.2)
+    took = []
+
+    def refused():
+        started = time.monotonic()
+        took.append((_call(middleware), time.monotonic() - started))
+
+    try:
+        with middleware.pool.connection():
+            threads = [threading.Thread(target=refused, daemon=True) for _ in range(8)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+            wall = time.monotonic() - started
+        assert [status for status, _ in took] == ["503 Service Unavailable"] * 8
+        assert all(0.15 <= seconds < 1.5 for _, seconds in took), took
+        assert wall < 1.5, wall  # serialised, 8 pauses would take 1.3-1.6 s
+        assert 0.0 <= middleware._pacer.extra <= wsgipool.pacing.Pacer.MAX_EXTRA
+        assert _whole(middleware.pool)["queue_full"] == 8
+    finally:
+        middleware.pool.close()
+
+
+GEVENT_PAUSE_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, json, sys, time
+from wsgipool import PoolMiddleware
+from wsgipool.pacing import pause
+hub = gevent.get_hub()
+out = {}
+# A gevent.Timeout in the middle of a pause: the timer is closed, nothing left armed.
+before = hub.loop.activecnt
+try:
+    with gevent.Timeout(0.05):
+        pause(5)
+except gevent.Timeout:
+    out["cut"] = True
+out["armed_after"] = hub.loop.activecnt - before
+# The middleware's: a refused request killed mid-pause gives back what it held.
+mw = PoolMiddleware(lambda e, s: [], sys.argv[1], max_size=1, max_waiting=0,
+                    pace_refusals=2.0)
+env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "", "QUERY_STRING": ""}
+with mw.pool.connection():
+    g = gevent.spawn(mw, env, lambda *a: None)
+    gevent.sleep(0.1)
+    started = time.monotonic()
+    g.kill(timeout=2)
+    out["killed_in"] = time.monotonic() - started
+    out["extra"] = mw._pacer.extra
+s = mw.pool.stats()
+out.update(in_use=s["in_use"], idle=s["idle"], size=s["size"], queue_full=s["queue_full"])
+print(json.dumps(out))
+"""
+
+
+def test_a_green_pause_cut_short_leaves_no_timer_and_holds_nothing(sqlite):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", GEVENT_PAUSE_SCRIPT, sqlite.url],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["cut"], out["armed_after"], out["extra"]) == (True, 0, 0.0), out
+    assert out["killed_in"] < 1.0, out
+    assert (out["in_use"], out["idle"], out["size"], out["queue_full"]) == (0, 1, 1, 1), out
