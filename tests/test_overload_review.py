@@ -470,3 +470,18 @@ def test_a_green_pause_cut_short_leaves_no_timer_and_holds_nothing(sqlite):
     assert (out["cut"], out["armed_after"], out["extra"]) == (True, 0, 0.0), out
     assert out["killed_in"] < 1.0, out
     assert (out["in_use"], out["idle"], out["size"], out["queue_full"]) == (0, 1, 1, 1), out
+
+
+@pytest.mark.parametrize("value, message", [
+    pytest.param("-1", "max_waiting must be 0 or more (0: never queue), or None for no "
+                 "bound, not -1", id="negative"),
+    pytest.param("x", "must be a whole number, or none for no bound", id="text"),
+])
+def test_a_bad_max_waiting_from_the_environment_names_the_variable(monkeypatch, sqlite,
+                                                                   value, message):
+    monkeypatch.setenv("DATABASE_URL", sqlite.url)
+    monkeypatch.setenv("WSGIPOOL_MAX_WAITING", value)
+    with pytest.raises(ConfigurationError) as raised:
+        PoolMiddleware(lambda e, s: [])
+    assert str(raised.value) == (f"WSGIPOOL_MAX_WAITING={value!r} in the environment: "
+                                 f"{message}")
