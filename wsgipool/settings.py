@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from .cooperative import PSYCOPG2_SWITCH
 from .errors import ConfigurationError
-from .options import MIDDLEWARE_CHECKS, check_options, split_options
+from .options import CHECKS, MIDDLEWARE_CHECKS, check_options, split_options
 from .pool import Pool
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,9 @@ def options_from_settings(lookup: Any, where: str,
         if isinstance(text, str):
             try:
                 found[option] = TEXT_OPTIONS[option](text)
-            except ValueError as exc:
+                if option in CHECKS:  # its range too, while the variable can be named
+                    CHECKS[option](found[option])
+            except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{name}={text!r} in {where}: {exc}") from None
     return found
 
