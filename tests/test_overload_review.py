@@ -485,3 +485,63 @@ def test_a_bad_max_waiting_from_the_environment_names_the_variable(monkeypatch, 
         PoolMiddleware(lambda e, s: [])
     assert str(raised.value) == (f"WSGIPOOL_MAX_WAITING={value!r} in the environment: "
                                  f"{message}")
+
+
+# Under gevent: a waiter cut by an exception thrown into it just after the hand-over
+# (a connection, room to open one, or PoolClosed), before it ran again.
+GEVENT_HANDOVER_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, greenlet, json, sys
+from wsgipool import Pool
+
+class Cut(BaseException):
+    pass
+
+pool = Pool(sys.argv[1], max_size=1, max_waiting=1, timeout=5)
+out = {}
+for mode in ("conn", "room", "closed"):
+    holder = pool.checkout()
+    seen = []
+    def waiter():
+        try:
+            entry = pool.checkout()
+            seen.append("served")
+            pool.checkin(entry)
+        except Cut:
+            seen.append("cut")
+    g = gevent.spawn(waiter)
+    gevent.sleep(0.05)
+    # Runs before the waiter's wake-up, which the hand-over below schedules.
+    gevent.get_hub().loop.run_callback(greenlet.greenlet.throw, g, Cut())
+    if mode == "conn":
+        pool.checkin(holder)
+    elif mode == "room":
+        holder.conn.close()
+        pool.checkin(holder)
+    else:
+        pool.close()
+    handed = pool.stats()["waiting"] == 0
+    gevent.sleep(0.05)
+    if mode == "closed":
+        pool.checkin(holder)
+    s = pool.stats()
+    out[mode] = dict(seen=seen, handed=handed, whole=(
+        s["checkouts"] == s["returns"] + s["in_use"]
+        and s["size"] == s["in_use"] + s["idle"] + s["opening"]),
+        in_use=s["in_use"], size=s["size"], waiting=s["waiting"])
+    if mode != "closed":
+        entry = pool.checkout(timeout=1)
+        pool.checkin(entry)
+print(json.dumps(out))
+"""
+
+
+def test_a_green_waiter_cut_right_after_the_hand_over_passes_it_on():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", GEVENT_HANDOVER_SCRIPT, PG],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode, size in (("conn", 1), ("room", 0), ("closed", 0)):
+        assert out[mode] == dict(seen=["cut"], handed=True, whole=True, in_use=0,
+                                 size=size, waiting=0), out
