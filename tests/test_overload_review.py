@@ -196,12 +196,21 @@ def test_a_named_pool_refusal_is_paced_by_its_own_wait(tmp_path, slept):
 
 
 def test_a_lazy_refusal_in_a_transaction_is_paced_and_gives_back_what_it_took(
-        any_postgresql, pools, slept):
+        any_server_db, pools, monkeypatch):
     """transaction=True, lazy: the app wrote on one database, then found no connection
-    to another: its write is rolled back, both connections are back, the 503 is paced."""
+    to another: its write is rolled back and its connection back before the pause (a
+    paced refusal holds nothing while it waits), the 503 is paced."""
+    slept, held = [], []
+
+    def pause(seconds):
+        slept.append(seconds)
+        held.append((main.stats()["in_use"], other.stats()["in_use"]))
+        return 0.0
+
+    monkeypatch.setattr(wsgipool.pacing, "pause", pause)
     table = "review_overload_tx"
-    main = pools(any_postgresql.url, max_size=1, timeout=5)
-    other = pools(any_postgresql.url, max_size=1, timeout=0.02, max_waiting=0)
+    main = pools(any_server_db.url, max_size=1, timeout=5)
+    other = pools(any_server_db.url, max_size=1, timeout=0.02, max_waiting=0)
     with main.connection() as conn:
         cur = conn.cursor()
         cur.execute(f"CREATE TABLE IF NOT EXISTS {table} (n int)")
@@ -220,6 +229,7 @@ def test_a_lazy_refusal_in_a_transaction_is_paced_and_gives_back_what_it_took(
         assert _call(middleware) == "503 Service Unavailable"
     (asked,) = slept
     assert 0.16 <= asked <= 0.2, asked  # queue full: the whole pace
+    assert held == [(0, 1)]  # during the pause: the request's own is back (1: the test's)
     with main.connection() as conn:
         cur = conn.cursor()
         cur.execute(f"SELECT count(*) FROM {table}")
