@@ -555,3 +555,61 @@ def test_a_green_waiter_cut_right_after_the_hand_over_passes_it_on():
     for mode, size in (("conn", 1), ("room", 0), ("closed", 0)):
         assert out[mode] == dict(seen=["cut"], handed=True, whole=True, in_use=0,
                                  size=size, waiting=0), out
+
+
+# A gevent.Timeout while psycopg2 connects through the wait callback (the server never
+# answers): the room comes back, nothing counts as a connect error, no socket is left once
+# the hub has turned (gevent keeps the last Timeout, and with it the half-open connection,
+# until then).
+GREEN_CONNECT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, gc, json, os, sys
+from wsgipool import Pool
+pool = Pool(sys.argv[1], max_size=1, timeout=5)
+cut = 0
+for _ in range(3):
+    try:
+        with gevent.Timeout(0.2):
+            pool.checkout()
+    except gevent.Timeout:
+        cut += 1
+gevent.sleep(0.05)
+gc.collect()
+fds = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # the listing's own descriptor, closed by now
+        pass
+s = pool.stats()
+print(json.dumps(dict(cut=cut, sockets=sum(fd.startswith("socket:") for fd in fds),
+                      size=s["size"], opening=s["opening"], errors=s["connect_errors"],
+                      checkouts=s["checkouts"])), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_green_connect_cut_by_gevent_timeout_leaves_nothing_behind():
+    from stall_proxy import StallProxy
+
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    with StallProxy(("127.0.0.1", 5432), blackhole=True) as proxy:
+        child = subprocess.Popen([sys.executable, "-c", GREEN_CONNECT_SCRIPT,
+                                  proxy.url_for(PG)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env)
+        try:
+            out = json.loads(child.stdout.readline() or "{}")
+            deadline = time.monotonic() + 5
+            while proxy.open_connections() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            still_open = proxy.open_connections()
+            _, errors = child.communicate("\n", timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate(timeout=10)
+        assert child.returncode == 0, errors
+        assert proxy.accepted == 3
+    assert out == dict(cut=3, sockets=0, size=0, opening=0, errors=0, checkouts=0), out
+    assert still_open == 0
