@@ -613,3 +613,45 @@ def test_a_green_connect_cut_by_gevent_timeout_leaves_nothing_behind():
         assert proxy.accepted == 3
     assert out == dict(cut=3, sockets=0, size=0, opening=0, errors=0, checkouts=0), out
     assert still_open == 0
+
+
+def _interrupt_after(code, source_line, exc):
+    """Trace ``code``: raise ``exc`` inside it at the first line after the one holding
+    ``source_line`` ran, as a signal's KeyboardInterrupt arriving there would."""
+    import inspect
+
+    lines, first = inspect.getsourcelines(code)
+    (target,) = [first + i for i, line in enumerate(lines) if source_line in line]
+    armed = []
+
+    def local(frame, event, arg):
+        if event == "line":
+            if armed:
+                armed.clear()
+                raise exc  # CPython stops tracing the thread: the caller restores its own
+            if frame.f_lineno == target:
+                armed.append(True)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is code else None
+
+    return tracer
+
+
+def test_an_interrupt_as_a_waiter_times_out_stays_an_interrupt(sqlite, pools):
+    """KeyboardInterrupt just after a timed-out waiter left the queue (before its
+    PoolTimeout is raised) reaches the caller as itself, and the pool stays whole."""
+    pool = pools(sqlite.url, max_size=1, max_waiting=1, timeout=5)
+    holder = pool.checkout()
+    previous = sys.gettrace()  # (a coverage run's)
+    sys.settrace(_interrupt_after(Pool._wait.__code__, "self._waiters.remove(waiter)",
+                                  KeyboardInterrupt()))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.checkout(timeout=0.01)
+    finally:
+        sys.settrace(previous)
+    pool.checkin(holder)
+    stats = _whole(pool)
+    assert (stats["waiting"], stats["in_use"], stats["idle"]) == (0, 0, 1), stats
