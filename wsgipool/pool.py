@@ -460,7 +460,8 @@ class Pool(Housekeeping, ProcessBound):
         with self._lock:
             outcome, waiter.outcome = waiter.outcome, None
             if outcome is _PENDING:
-                self._waiters.remove(waiter)
+                if waiter in self._waiters:  # else it left as it timed out, then was cut
+                    self._waiters.remove(waiter)
             elif outcome is _ROOM:
                 self._opening -= 1
                 self._free_room()
