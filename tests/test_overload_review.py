@@ -655,3 +655,51 @@ def test_an_interrupt_as_a_waiter_times_out_stays_an_interrupt(sqlite, pools):
     pool.checkin(holder)
     stats = _whole(pool)
     assert (stats["waiting"], stats["in_use"], stats["idle"]) == (0, 0, 1), stats
+
+
+# Under gevent the first connection a process opens starts the housekeeping thread, and
+# Thread.start() switches to the hub: a gevent.Timeout or kill due then lands inside the
+# checkout after the new connection was counted as checked out.
+GREEN_FIRST_CONNECT_SCRIPT = r"""
+from gevent import monkey; monkey.patch_all()
+import gevent, greenlet, json, sys
+from wsgipool import Pool
+
+class Cut(BaseException):
+    pass
+
+pool = Pool(sys.argv[1], max_size=1, timeout=0.5)
+where = []
+def victim():
+    # Due at the victim's first switch to the hub.
+    gevent.get_hub().loop.run_callback(greenlet.getcurrent().throw, Cut())
+    try:
+        pool.checkin(pool.checkout())
+        where.append("no switch")
+    except Cut as exc:
+        tb, names = exc.__traceback__, []
+        while tb:
+            names.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        where.append(names)
+gevent.spawn(victim).join(5)
+s = pool.stats()
+try:
+    pool.checkin(pool.checkout())
+    usable = True
+except Exception as exc:
+    usable = str(exc)
+print(json.dumps(dict(where=where, usable=usable, in_use=s["in_use"], idle=s["idle"],
+                      size=s["size"], checkouts=s["checkouts"], returns=s["returns"])))
+"""
+
+
+def test_a_green_checkout_cut_as_housekeeping_starts_gives_its_connection_back(sqlite):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", GREEN_FIRST_CONNECT_SCRIPT, sqlite.url],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "watch" in out["where"][0] and "_open" in out["where"][0], out  # cut there
+    assert (out["usable"], out["in_use"], out["idle"], out["size"]) == (True, 0, 1, 1), out
+    assert (out["checkouts"], out["returns"]) == (1, 1), out
