@@ -610,9 +610,14 @@ class Pool(Housekeeping, ProcessBound):
             if for_checkout:
                 raise PoolClosed(f"pool {self.name} was closed")
             return entry
-        if start_housekeeping:
-            HOUSEKEEPER.watch(self)
-        log.debug("opened a connection to %s (%d open)", self.name, self._size)
+        try:
+            if start_housekeeping:
+                HOUSEKEEPER.watch(self)  # under gevent Thread.start() switches to the hub
+            log.debug("opened a connection to %s (%d open)", self.name, self._size)
+        except BaseException:  # a gevent.Timeout or kill due then: not the caller's yet
+            if for_checkout:
+                self.checkin(entry)
+            raise
         return entry
 
     def _set_up_again(self, conn: Any) -> None:
