@@ -20,10 +20,12 @@ class PoolTimeout(PoolError):
 
     The middleware answers it with ``503 Service Unavailable`` and ``Retry-After``; the
     ``timeouts`` figure of :meth:`wsgipool.Pool.stats` counts the first kind,
-    ``queue_full`` the second.
+    ``queue_full`` the second. ``waited`` is how many seconds the checkout waited (0 when
+    ``queue_full``): the middleware's pause before the 503 counts it.
     """
 
     queue_full = False
+    waited = 0.0
 
 
 class ConnectError(PoolError):

@@ -319,8 +319,9 @@ class PoolMiddleware:
     def _unavailable(self, environ: "WSGIEnvironment", start_response: "StartResponse",
                      why: object, exc_info: Any = None) -> List[bytes]:
         if isinstance(why, PoolTimeout) and self.pace_refusals:
-            # A queue-full refusal comes at once; a timeout has waited the pool's timeout.
-            waited = 0.0 if why.queue_full else self.pool.timeout  # type: ignore[union-attr]
+            # A queue-full refusal comes at once; a timeout has waited its own pool's
+            # timeout (a named database's may differ from the default pool's).
+            waited = 0.0 if why.queue_full else why.waited
             self._pacer.hold(self.pace_refusals - waited)
         if not getattr(why, "logged", False):  # else the pool said it, naming the request
             self._refusals.log(environ, why)

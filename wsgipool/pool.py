@@ -453,10 +453,12 @@ class Pool(Housekeeping, ProcessBound):
                     if waiter.outcome is _PENDING:  # nobody served us: leave the queue
                         self._waiters.remove(waiter)
                         self._stats.timeouts += 1
-                        raise PoolTimeout(
+                        timed_out = PoolTimeout(
                             f"no connection free in pool {self.name} after "
                             f"{now - started:.3f} s (max_size={self.max_size}, all in use)"
                         )
+                        timed_out.waited = now - started  # what the middleware's pace counts
+                        raise timed_out
             outcome = waiter.outcome
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -476,7 +478,8 @@ class Pool(Housekeeping, ProcessBound):
         with self._lock:
             outcome, waiter.outcome = waiter.outcome, None
             if outcome is _PENDING:
-                self._waiters.remove(waiter)
+                if waiter in self._waiters:  # else it left as it timed out, then was cut
+                    self._waiters.remove(waiter)
             elif outcome is _ROOM:
                 self._opening -= 1
                 self._free_room()
@@ -623,9 +626,14 @@ class Pool(Housekeeping, ProcessBound):
             if for_checkout:
                 raise PoolClosed(f"pool {self.name} was closed")
             return entry
-        if start_housekeeping:
-            HOUSEKEEPER.watch(self)
-        log.debug("opened a connection to %s (%d open)", self.name, self._size)
+        try:
+            if start_housekeeping:
+                HOUSEKEEPER.watch(self)  # under gevent Thread.start() switches to the hub
+            log.debug("opened a connection to %s (%d open)", self.name, self._size)
+        except BaseException:  # a gevent.Timeout or kill due then: not the caller's yet
+            if for_checkout:
+                self.checkin(entry)
+            raise
         return entry
 
     def _set_up_again(self, conn: Any) -> None:

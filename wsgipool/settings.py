@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from .cooperative import PSYCOPG2_SWITCH
 from .errors import ConfigurationError
-from .options import MIDDLEWARE_CHECKS, check_options, split_options
+from .options import CHECKS, MIDDLEWARE_CHECKS, check_options, split_options
 from .pool import Pool
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def middleware_settings() -> Dict[str, Any]:
     for option, value in found.items():
         try:
             MIDDLEWARE_CHECKS[option](value)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
             raise ConfigurationError(
                 f"WSGIPOOL_{option.upper()} in the environment: {exc}") from None
     if _configured is not None:
@@ -100,7 +100,7 @@ def middleware_options_from_environ(environ: Mapping[str, Any]) -> Dict[str, Any
     for option, value in found.items():
         try:
             MIDDLEWARE_CHECKS[option](value)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
             raise ConfigurationError(
                 f"WSGIPOOL_{option.upper()} in the request environ (SetEnv): {exc}") from None
     return found
@@ -183,7 +183,9 @@ def options_from_settings(lookup: Any, where: str,
         if isinstance(text, str):
             try:
                 found[option] = TEXT_OPTIONS[option](text)
-            except ValueError as exc:
+                if option in CHECKS:  # its range too, while the variable can be named
+                    CHECKS[option](found[option])
+            except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"{name}={text!r} in {where}: {exc}") from None
     return found
 
