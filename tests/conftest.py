@@ -277,3 +277,22 @@ def pools():
     yield make
     for pool in made:
         pool.close()
+
+
+# -- make test: most files in parallel, these alone -------------------------------------
+
+# Files whose tests read a server-wide figure (MariaDB's Aborted_clients or Questions,
+# PgBouncer's sessions), restart a server, time the housekeeping thread or thread
+# switches closely (test_edges), or share server databases and files by name with
+# another file (the two Django ones): run beside other tests they would see the others'
+# effects. ``make test`` runs the other files in parallel (pytest-xdist, one file per
+# worker at a time), then these, one at a time; plain ``pytest`` runs all in order.
+SERIAL = {"test_faults.py", "test_apache.py", "test_uwsgi.py", "test_gunicorn.py",
+          "test_isolation.py", "test_many_machines.py", "test_edges.py", "test_django.py",
+          "test_django_review.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker(pytest.mark.serial)
