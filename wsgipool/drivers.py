@@ -98,10 +98,13 @@ class Driver:
         """
         return None
 
-    @property
-    def read_autocommit(self) -> Callable[[Any], Any]:
-        """:meth:`autocommit` as the fastest callable there is (read on every return)."""
-        return self.autocommit
+    def unchanged(self, conn: Any, autocommit: Any) -> bool:
+        """Whether a returned ``conn`` needs nothing done: :meth:`state` is ``IDLE`` and
+        the autocommit flag is still ``autocommit``. Runs on every return, so drivers
+        answer it in one call from local state; ``False`` sends the return to the
+        careful path, which reads :meth:`state` again to learn what to do.
+        """
+        return self.state(conn) == IDLE and self.autocommit(conn) == autocommit
 
     def flags(self, conn: Any) -> Tuple[Any, ...]:
         """The driver-side flags of a new connection, autocommit first, to restore later."""

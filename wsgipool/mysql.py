@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from operator import methodcaller
 from typing import Any, Callable, Dict, Optional
 
 from .cooperative import cooperate
@@ -135,7 +134,6 @@ class _MySQLDriver(SocketDriver):
         # a statement shows too.
         return conn.get_autocommit()
 
-    read_autocommit = property(lambda self: methodcaller("get_autocommit"))
 
     def flags(self, conn: Any) -> tuple:
         return (conn.get_autocommit(), self._charset(conn))

@@ -239,7 +239,6 @@ class Pool(Housekeeping, ProcessBound):
         _CHECKS["name"](name)
         self._driver: Driver = make_driver(url, connect)
         self._state = self._driver.state  # bound once: it runs on every return
-        self._autocommit = self._driver.read_autocommit  # a C-level reader where possible
         # Seconds since its return a connection is handed out without a second look
         # (_still_good decides the rest): past max_idle it is closed, past pre_ping pinged.
         self._unchecked_for = min(
@@ -268,8 +267,9 @@ class Pool(Housekeeping, ProcessBound):
             None if reset == "rollback"
             else self._driver.reset_session if reset == "session" else reset
         )
-        # The state in which a return needs nothing done (with a reset: none does).
-        self._reusable_state = IDLE if self._session_reset is None else None
+        # Whether a return needs nothing done, in one call (with a reset: none does).
+        self._unchanged: Callable[[Any, Any], bool] = (
+            self._driver.unchanged if self._session_reset is None else _never_unchanged)
         # A connect must not outlast a checkout's wait (a black-holed host would hang).
         self._driver.bound_connect_time(math.ceil(self.timeout))
         self.name = name or self._driver.description
@@ -680,9 +680,10 @@ class Pool(Housekeeping, ProcessBound):
         entry.out = False
         conn = entry.conn
         try:
-            state = self._state(conn)
-            clean = (state == self._reusable_state
-                     and self._autocommit(conn) == entry.autocommit)
+            # The common return, idle and as it was, in one driver call; anything else
+            # is looked at again, step by step.
+            clean = self._unchanged(conn, entry.autocommit)
+            state = IDLE if clean else self._state(conn)
         except Exception as exc:
             return self._discard(entry, "broken", exc, how=_RETURNED)
         except BaseException as exc:
@@ -980,6 +981,11 @@ def _refused(exc: BaseException) -> bool:
     # (Django's wrappers of them too).
     return any(kind.__name__ == "Error" and kind.__module__ != "builtins"
                for kind in type(exc).__mro__)
+
+
+def _never_unchanged(_conn: Any, _autocommit: Any) -> bool:
+    """With a session reset, every return is reset: none goes back as it is."""
+    return False
 
 
 def _describe_holder(holder: Any) -> str:

@@ -7,7 +7,6 @@ session by its SQLSTATE.
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Any, Callable, Dict, Optional
 
 from .cooperative import cooperate
@@ -136,7 +135,6 @@ class _LibpqDriver(SocketDriver):
     def autocommit(self, conn: Any) -> Any:
         return conn.autocommit
 
-    read_autocommit = property(lambda self: attrgetter("autocommit"))
 
     def left_open(self, conn: Any) -> Optional[str]:
         # libpq tells a failed transaction apart; our cursors note a write by its
@@ -238,6 +236,12 @@ class Psycopg2Driver(_LibpqDriver):
         if conn.closed:  # 1: closed by a call to close(); 2: psycopg2 found it broken
             return CLOSED if conn.closed == 1 else BROKEN
         return DIRTY
+
+    def unchanged(self, conn: Any, autocommit: Any) -> bool:
+        # state() == IDLE and the flag as it was, in one call (a closed connection's
+        # status is unknown, never idle).
+        return (conn.get_transaction_status() == self._idle_status
+                and conn.status == self._ready and conn.autocommit == autocommit)
 
     def _in_transaction(self, conn: Any) -> bool:
         return conn.get_transaction_status() != self._idle_status
@@ -343,6 +347,12 @@ class PsycopgDriver(_LibpqDriver):
         if status == self._idle_status:
             return IDLE
         return BROKEN if status == self._unknown_status else DIRTY
+
+    def unchanged(self, conn: Any, autocommit: Any) -> bool:
+        # A closed connection's status is UNKNOWN, never IDLE.
+        # (pgconn's own status: conn.info would build an object per return)
+        return (conn.pgconn.transaction_status == self._idle_status
+                and conn.autocommit == autocommit)
 
 
 # Command tags of statements that change no data: a transaction that ran only these may

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from operator import attrgetter
 import sqlite3
 from typing import Any, Callable, Dict, Optional
 
@@ -77,7 +76,6 @@ class SQLiteDriver(Driver):
     def autocommit(self, conn: Any) -> Any:
         return conn.isolation_level  # None: autocommit (before Python 3.12's autocommit)
 
-    read_autocommit = property(lambda self: attrgetter("isolation_level"))
 
     def restore(self, conn: Any, flags: tuple, everything: bool) -> None:
         if conn.isolation_level != flags[0]:
@@ -96,6 +94,12 @@ class SQLiteDriver(Driver):
             return DIRTY if conn.in_transaction else IDLE
         except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
             return CLOSED
+
+    def unchanged(self, conn: Any, autocommit: Any) -> bool:
+        try:
+            return not conn.in_transaction and conn.isolation_level == autocommit
+        except sqlite3.ProgrammingError:  # closed
+            return False
 
     def ping(self, conn: Any) -> None:
         conn.execute("SELECT 1").fetchall()
