@@ -384,8 +384,8 @@ def test_a_child_patched_after_the_fork_gets_the_callback_once():
 @pytest.mark.xfail(strict=True, raises=PoolTimeout, reason=(
     "A lazy checkout made first while the body streams raises PoolTimeout out of the "
     "response iterable: the server answers 500 (or cuts the body), unpaced, unlogged by "
-    "the middleware, though docs/requests.rst promises a 503. Fix (not small, and on the "
-    "response path the speed work owns): for lazy/named requests only, iterate the body "
+    "the middleware (docs/requests.rst says so and how to avoid it). Fix (not small, on "
+    "the response path): for lazy/named requests only, iterate the body "
     "through a generator that catches _UNAVAILABLE before the first chunk, gives the "
     "connections back, paces, and calls start_response('503 ...', headers, exc_info); "
     "after the first chunk, let it propagate (the body is cut) but still log it once."))
