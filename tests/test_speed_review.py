@@ -1,0 +1,69 @@
+"""Review of the speed work (hot path, fork mark, mysqlclient's status flag): reproducers.
+
+mysqlclient in autocommit mode: a return is rolled back only if the last reply's flag
+shows a transaction, or ``SET TRANSACTION`` was seen. Pending next-transaction
+characteristics show in no flag, and rollback used to clear them; every way of setting
+them must still be cleared, or the next request runs read-only. Proven on the real
+MariaDB by the next request's INSERT and the session's ``Com_rollback``.
+"""
+
+import pytest
+
+from conftest import MYSQL_URL
+
+pytest.importorskip("MySQLdb")
+
+TABLE = "review_speed_t"
+PROCEDURE = "review_speed_set_tx"
+
+
+@pytest.fixture(scope="module")
+def admin():
+    from wsgipool.drivers import make_driver
+
+    conn = make_driver(MYSQL_URL).connect()
+    conn.autocommit(True)
+    cursor = conn.cursor()
+    cursor.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (x INT) ENGINE=InnoDB")
+    cursor.execute(f"DROP PROCEDURE IF EXISTS {PROCEDURE}")
+    cursor.execute(f"CREATE PROCEDURE {PROCEDURE}() BEGIN SET TRANSACTION READ ONLY; END")
+    yield conn
+    cursor = conn.cursor()
+    cursor.execute(f"DROP PROCEDURE IF EXISTS {PROCEDURE}")
+    cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    conn.close()
+
+
+def _rollbacks(conn) -> int:
+    cursor = conn.cursor()
+    cursor.execute("SHOW SESSION STATUS LIKE 'Com_rollback'")
+    value = int(cursor.fetchone()[1])
+    cursor.close()
+    return value
+
+
+@pytest.mark.parametrize("run", [
+    pytest.param(lambda conn: conn.cursor().execute("/* app */ SET TRANSACTION READ ONLY"),
+                 id="leading-comment"),
+    pytest.param(lambda conn: conn.cursor().execute("SET @@tx_read_only = 1"),
+                 id="at-at-variable"),
+    pytest.param(lambda conn: conn.cursor().callproc(PROCEDURE), id="callproc"),
+    pytest.param(lambda conn: conn.query(f"CALL {PROCEDURE}()"), id="query-call"),
+])
+def test_autocommit_pending_characteristics_never_carry_over(admin, run):
+    from wsgipool import Pool
+
+    with Pool(MYSQL_URL + "?autocommit=true", max_size=1) as pool:
+        with pool.connection() as conn:
+            before = _rollbacks(conn)
+            run(conn)
+            cursor = conn.cursor()
+            cursor.close()  # reads what a CALL left (its final OK)
+            while conn.next_result() == 0:
+                conn.discard_result()
+        with pool.connection() as conn:
+            after = _rollbacks(conn)
+            cursor = conn.cursor()
+            cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")  # 1792 if carried over
+            assert cursor.rowcount == 1
+        assert after - before == 1
