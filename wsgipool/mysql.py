@@ -312,10 +312,13 @@ def _server_status(conn: Any) -> Optional[int]:
     return _server_status(conn)
 
 
-# "SET TRANSACTION ...": the next transaction's characteristics (not SET SESSION
-# TRANSACTION, which lasts and which no rollback undoes). Seen at a statement's start only.
-_SET_TRANSACTION = (re.compile(r"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match,
-                    re.compile(rb"\s*SET\s+TRANSACTION\b", re.IGNORECASE).match)
+# What may set the next transaction's characteristics, which no status flag shows and a
+# rollback clears: SET TRANSACTION (after a comment too), SET @@tx_read_only or
+# @@transaction_isolation..., or a procedure (CALL). Searched anywhere in the statement:
+# a false match (a table named "transactions") costs only a rollback.
+_PENDING_WORDS = r"\bTRANSACTION\b|\b(?:tx|transaction)_|\bCALL\b"
+_SET_TRANSACTION = (re.compile(_PENDING_WORDS, re.IGNORECASE).search,
+                    re.compile(_PENDING_WORDS.encode(), re.IGNORECASE).search)
 
 
 def _query_settles(conn: Any, args: tuple, result: Any) -> bool:
