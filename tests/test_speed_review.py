@@ -49,6 +49,11 @@ def _rollbacks(conn) -> int:
                  id="at-at-variable"),
     pytest.param(lambda conn: conn.cursor().callproc(PROCEDURE), id="callproc"),
     pytest.param(lambda conn: conn.query(f"CALL {PROCEDURE}()"), id="query-call"),
+    pytest.param(lambda conn: conn.cursor().execute("SELECT 1; SET TRANSACTION READ ONLY"),
+                 id="multi-statement"),
+    pytest.param(lambda conn: (conn.query("PREPARE review_speed_s FROM 'SET TRANSACTION "
+                                          "READ ONLY'"), conn.query("EXECUTE review_speed_s")),
+                 id="prepare-execute"),
 ])
 def test_autocommit_pending_characteristics_never_carry_over(admin, run):
     from wsgipool import Pool
@@ -61,6 +66,25 @@ def test_autocommit_pending_characteristics_never_carry_over(admin, run):
             cursor.close()  # reads what a CALL left (its final OK)
             while conn.next_result() == 0:
                 conn.discard_result()
+        with pool.connection() as conn:
+            after = _rollbacks(conn)
+            cursor = conn.cursor()
+            cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")  # 1792 if carried over
+            assert cursor.rowcount == 1
+        assert after - before == 1
+
+
+def test_autocommit_prepared_set_transaction_executed_by_a_later_request(admin):
+    """A prepared statement outlives the request that prepared it (it is the session's):
+    the ``EXECUTE`` in a later request sets the characteristics, its text never shows."""
+    from wsgipool import Pool
+
+    with Pool(MYSQL_URL + "?autocommit=true", max_size=1) as pool:
+        with pool.connection() as conn:
+            conn.query("PREPARE review_speed_s2 FROM 'SET TRANSACTION READ ONLY'")
+        with pool.connection() as conn:
+            before = _rollbacks(conn)
+            conn.query("EXECUTE review_speed_s2")
         with pool.connection() as conn:
             after = _rollbacks(conn)
             cursor = conn.cursor()
