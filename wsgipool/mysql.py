@@ -314,9 +314,10 @@ def _server_status(conn: Any) -> Optional[int]:
 
 # What may set the next transaction's characteristics, which no status flag shows and a
 # rollback clears: SET TRANSACTION (after a comment too), SET @@tx_read_only or
-# @@transaction_isolation..., or a procedure (CALL). Searched anywhere in the statement:
-# a false match (a table named "transactions") costs only a rollback.
-_PENDING_WORDS = r"\bTRANSACTION\b|\b(?:tx|transaction)_|\bCALL\b"
+# @@transaction_isolation..., a procedure (CALL), a prepared statement (EXECUTE, maybe
+# prepared by an earlier request). Searched anywhere in the statement: a false match (a
+# table named "transactions") costs only a rollback.
+_PENDING_WORDS = r"\bTRANSACTION\b|\b(?:tx|transaction)_|\bCALL\b|\bEXECUTE\b"
 _SET_TRANSACTION = (re.compile(_PENDING_WORDS, re.IGNORECASE).search,
                     re.compile(_PENDING_WORDS.encode(), re.IGNORECASE).search)
 
