@@ -91,3 +91,81 @@ def test_autocommit_prepared_set_transaction_executed_by_a_later_request(admin):
             cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")  # 1792 if carried over
             assert cursor.rowcount == 1
         assert after - before == 1
+
+
+# -- a connection returned dirty, in every mode, through Driver.unchanged ---------------
+
+def _autocommit_url(db) -> str:
+    if db.kind == "sqlite":
+        return db.url + "?isolation_level=None"
+    return db.url + ("&" if "?" in db.url else "?") + "autocommit=true"
+
+
+def _begin(conn, db, how):
+    if how == "driver-begin" and hasattr(conn, "begin"):  # mysqlclient, PyMySQL
+        conn.begin()
+    elif how == "read-only":
+        _execute(conn, "START TRANSACTION READ ONLY" if db.kind == "mysql"
+                 else "BEGIN READ ONLY" if db.kind == "postgresql" else "BEGIN")
+    else:
+        _execute(conn, "BEGIN")
+
+
+def _execute(conn, sql):
+    cursor = conn.cursor()
+    cursor.execute(sql)
+    if cursor.description:
+        cursor.fetchall()
+    cursor.close()
+
+
+def _in_transaction(conn, db) -> bool:
+    """Ground truth, asked of the server (SQLite: the library) on the same session."""
+    if db.kind == "sqlite":
+        return conn.in_transaction
+    cursor = conn.cursor()
+    cursor.execute("SELECT @@in_transaction" if db.kind == "mysql" else
+                   "SELECT now() <> statement_timestamp()")  # a transaction carried over
+    value = bool(cursor.fetchone()[0])
+    cursor.close()
+    return value
+
+
+@pytest.mark.parametrize("how", ["begin", "driver-begin", "read-only", "flip-and-back"])
+def test_autocommit_return_left_in_a_transaction_is_rolled_back(db, how):
+    """An autocommit pool: whatever opened the transaction, the one-call check on return
+    sees it; the next checkout gets the same session outside any transaction."""
+    from wsgipool import Pool
+
+    table = "review_speed_dirty"
+    with Pool(_autocommit_url(db), max_size=1) as pool:
+        with pool.connection() as conn:
+            session = db.session_id(conn)
+            _execute(conn, f"CREATE TABLE IF NOT EXISTS {table} (x INT)")
+            if how == "flip-and-back":  # the handler leaves autocommit as it found it
+                _flip(conn)
+                _execute(conn, "SELECT 1")
+                _flip(conn)  # turning autocommit back on commits (every driver)
+                _begin(conn, db, "begin")
+            else:
+                _begin(conn, db, how)
+            _execute(conn, f"SELECT COUNT(*) FROM {table}")
+        with pool.connection() as conn:
+            assert db.session_id(conn) == session
+            assert not _in_transaction(conn, db)
+        stats = pool.stats()
+        assert stats["rollbacks"] == 1
+        assert stats["checkouts"] == stats["returns"] + stats["in_use"] == 2
+        with pool.connection() as conn:
+            _execute(conn, f"DROP TABLE {table}")
+
+
+def _flip(conn) -> None:
+    if hasattr(conn, "in_transaction") and hasattr(conn, "isolation_level"):  # sqlite3
+        conn.isolation_level = None if conn.isolation_level is not None else ""
+    elif hasattr(conn, "get_autocommit"):  # mysqlclient, PyMySQL
+        conn.autocommit(not conn.get_autocommit())
+    else:  # psycopg2, psycopg 3
+        if not conn.autocommit:
+            conn.rollback()
+        conn.autocommit = not conn.autocommit
