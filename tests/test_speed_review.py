@@ -7,6 +7,11 @@ them must still be cleared, or the next request runs read-only. Proven on the re
 MariaDB by the next request's INSERT and the session's ``Com_rollback``.
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from conftest import MYSQL_URL
@@ -169,3 +174,110 @@ def _flip(conn) -> None:
         if not conn.autocommit:
             conn.rollback()
         conn.autocommit = not conn.autocommit
+
+
+# -- fork: a grandchild, hooks or none, the lock held at the fork, the fallback mark -----
+
+FORK_SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "speed_review_fork.py")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("mode, child, grandchild, detection", [
+    pytest.param("kernel", "fork", "cfork", "kernel", id="page-fork-then-c-fork"),
+    pytest.param("kernel", "cfork", "cfork", "kernel", id="page-c-fork-twice"),
+    pytest.param("nommap", "fork", "fork", "fork hook", id="mmap-fails-fork-twice"),
+])
+def test_grandchild_opens_its_own_session(postgresql, mode, child, grandchild, detection):
+    import wsgipool
+
+    if mode == "kernel" and wsgipool.process.FORK_DETECTION != "kernel":
+        pytest.skip("no MADV_WIPEONFORK here")
+    under_test = os.path.dirname(os.path.dirname(os.path.abspath(wsgipool.__file__)))
+    done = subprocess.run(
+        [sys.executable, FORK_SCRIPT, mode, child, grandchild, postgresql.url],
+        env=dict(os.environ, PYTHONPATH=under_test), capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["detection"] == detection
+    kid = seen["child"]
+    grand = kid["grand"]
+    assert "error" not in kid and "error" not in grand, seen
+    pids = [seen["parent"], kid["mine"], kid["p2"], grand["mine"], grand["p2"]]
+    assert len(set(pids)) == 5, seen  # every process its own sessions
+    for one in (kid, grand):
+        assert one["stats"] == {"connects": 1, "checkouts": 1, "returns": 1, "size": 1}
+    assert kid["mine_after"] == kid["mine"]  # the grandchild left the child's alone
+    assert seen["parent_after"] == seen["parent"]
+
+
+# -- hammering: the figures stay whole whatever is interrupted where ----------------------
+
+class _Boom(BaseException):
+    """An interrupt at a random point (as gevent.Timeout or KeyboardInterrupt would)."""
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_stats_identities_under_hammering(request, kind, tmp_path):
+    import random
+    import threading
+    import time
+
+    from wsgipool import ConnectError, Pool, PoolClosed, PoolTimeout
+
+    url = (request.getfixturevalue("postgresql").url if kind == "postgresql"
+           else f"sqlite:///{tmp_path}/hammer.db")
+    armed = [True]
+
+    def maybe(chance):
+        if armed[0] and random.random() < chance:
+            raise _Boom()
+
+    pool = Pool(url, max_size=3, timeout=0.05, max_lifetime=0.05, pre_ping=0.001)
+    driver = pool._driver
+    for name in ("rollback", "ping", "connect", "close"):
+        def interrupted(*args, _original=getattr(driver, name), **kwargs):
+            maybe(0.03)
+            return _original(*args, **kwargs)
+        setattr(driver, name, interrupted)
+    unchanged, state = pool._unchanged, pool._state
+    pool._unchanged = lambda *args: maybe(0.02) or unchanged(*args)
+    pool._state = lambda *args: maybe(0.02) or state(*args)
+    stop = time.monotonic() + 0.5
+    unexpected = []
+
+    def work():
+        while time.monotonic() < stop:
+            try:
+                with pool.connection(timeout=random.choice([0.001, 0.05])) as conn:
+                    chance = random.random()
+                    cursor = conn.cursor()
+                    if chance < 0.2:
+                        cursor.execute("BEGIN")
+                    cursor.execute("SELECT 1")
+                    if chance > 0.9:
+                        conn.close()
+                    elif chance > 0.85:
+                        raise _Boom()
+            except (PoolTimeout, PoolClosed, ConnectError, _Boom):
+                pass
+            except Exception as exc:  # noqa: BLE001 (anything else is a finding)
+                unexpected.append(repr(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    stats = pool.stats()
+    assert unexpected == []
+    assert stats["discard_reasons"]["interrupted"] > 0  # the interrupts did land
+    assert stats["timeouts"] > 0 and stats["checkouts"] > 100
+    assert (stats["in_use"], stats["waiting"], stats["opening"]) == (0, 0, 0), stats
+    assert stats["checkouts"] == stats["returns"] + stats["in_use"], stats
+    assert stats["connects"] == stats["closes"] + stats["size"], stats
+    armed[0] = False
+    pool.close()
+    stats = pool.stats()
+    assert stats["size"] == 0 and stats["connects"] == stats["closes"], stats
