@@ -281,3 +281,43 @@ def test_stats_identities_under_hammering(request, kind, tmp_path):
     pool.close()
     stats = pool.stats()
     assert stats["size"] == 0 and stats["connects"] == stats["closes"], stats
+
+
+# -- a waiter served under the lock: lifetime and pre_ping at the hand-over -------------
+
+@pytest.mark.parametrize("expired", [True, False], ids=["past-lifetime", "fresh"])
+def test_waiter_handed_a_returned_connection(postgresql, expired):
+    """A connection past max_lifetime is never handed to the waiter (it gets room and a
+    new session); a fresh one goes to it as it is, with no ping (pre_ping=seconds: it
+    was in use, not idle)."""
+    import threading
+    import time
+
+    from wsgipool import Pool
+
+    with Pool(postgresql.url, max_size=1, pre_ping=0.01, timeout=5) as pool:
+        entry = pool.checkout()
+        first = postgresql.session_id(entry.conn)
+        got = {}
+
+        def waiter():
+            with pool.connection() as conn:
+                got["session"] = postgresql.session_id(conn)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while pool.stats()["waiting"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.02)  # past pre_ping since its checkout: it was held, not idle
+        if expired:
+            entry.expires = time.monotonic()
+        pool.checkin(entry)
+        thread.join(5)
+        stats = pool.stats()
+        assert (got["session"] != first) is expired
+        assert stats["discard_reasons"]["lifetime"] == int(expired)
+        assert stats["connects"] == 1 + int(expired)
+        assert stats["pings"] == 0
+        assert stats["checkouts"] == stats["returns"] == 2 and stats["in_use"] == 0
+        assert stats["waits"] == 1  # the waiter's wait, counted once
