@@ -321,3 +321,40 @@ def test_waiter_handed_a_returned_connection(postgresql, expired):
         assert stats["pings"] == 0
         assert stats["checkouts"] == stats["returns"] == 2 and stats["in_use"] == 0
         assert stats["waits"] == 1  # the waiter's wait, counted once
+
+
+# -- a log handler interrupted on return (a gevent.Timeout in a blocking handler) --------
+
+@pytest.mark.parametrize("line", ["held for", "rolled back a transaction"])
+def test_interrupt_in_a_log_line_on_return_keeps_the_slot(tmp_path, line):
+    """The return logs a hold warning, or the rollback it made; an interrupt raised by the
+    log handler reaches the caller, and the connection's room is not lost."""
+    import logging
+    import time
+
+    from wsgipool import Pool
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            if line in record.getMessage():
+                raise _Boom()
+
+    logger = logging.getLogger("wsgipool")
+    handler, level = Handler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with Pool(f"sqlite:///{tmp_path}/log.db", max_size=1, hold_warning=0.01,
+                  timeout=0.2) as pool:
+            with pytest.raises(_Boom):
+                with pool.connection() as conn:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT 1").fetchall()
+                    time.sleep(0.02)
+            stats = pool.stats()
+            assert (stats["in_use"], stats["checkouts"], stats["returns"]) == (0, 1, 1), stats
+            with pool.connection() as conn:  # PoolTimeout if its room was lost
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
