@@ -697,7 +697,11 @@ class Pool(Housekeeping, ProcessBound):
                 return self._discard(entry, "lifetime", how=_RETURNED)
             if entry.warned_for != entry.checked_out:  # once per checkout
                 entry.warned_for = entry.checked_out
-                self._log_held(entry, now, entry.holder)
+                try:
+                    self._log_held(entry, now, entry.holder)
+                except BaseException as exc:  # a handler interrupted: keep the room
+                    self._discard(entry, "interrupted", exc, how=_RETURNED)
+                    raise
         entry.returned = now
         entry.holder = None
         with self._lock:  # (no log line here: hold times are in stats())
@@ -769,12 +773,17 @@ class Pool(Housekeeping, ProcessBound):
             # A handler that only read leaves psycopg2's implicit transaction open: normal
             # DB-API use, so a debug line; a transaction the driver knows wrote, failed
             # or was begun explicitly is a bug worth a warning.
-            log.log(logging.DEBUG if warning is None else logging.WARNING,
-                    "rolled back a transaction left open on a connection to %s%s%s",
-                    self.name, f" ({warning})" if warning else "",
-                    _describe_holder(entry.holder))
-            with self._lock:
-                self._stats.rollbacks += 1
+            try:
+                log.log(logging.DEBUG if warning is None else logging.WARNING,
+                        "rolled back a transaction left open on a connection to %s%s%s",
+                        self.name, f" ({warning})" if warning else "",
+                        _describe_holder(entry.holder))
+            except BaseException as exc:  # a log handler interrupted: keep the room
+                self._discard(entry, "interrupted", exc, how=_RETURNED)
+                raise
+            finally:  # it was rolled back, whatever the log handler did
+                with self._lock:
+                    self._stats.rollbacks += 1
         return True
 
     def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
