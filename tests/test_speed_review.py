@@ -358,3 +358,42 @@ def test_interrupt_in_a_log_line_on_return_keeps_the_slot(tmp_path, line):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+# -- a leaked checkout's room, while others wait -----------------------------------------
+
+def test_leaked_checkouts_room_reaches_a_waiter_at_the_next_return(tmp_path):
+    """A checkout abandoned by garbage collection (a response never closed) while two
+    requests wait: the next return serves the first waiter, and the leaked room must go
+    to the second, not sit unused until its timeout (nothing else comes by)."""
+    import threading
+    import time
+
+    from wsgipool import Pool, PoolTimeout
+
+    with Pool(f"sqlite:///{tmp_path}/leak.db", max_size=2, timeout=0.3) as pool:
+        leaked, held = pool.checkout(), pool.checkout()
+        outcomes = []
+
+        def waiter():
+            try:
+                with pool.connection():
+                    outcomes.append("served")
+                    time.sleep(0.4)  # the first one served holds past the other's timeout
+            except PoolTimeout:
+                outcomes.append("timed out")
+
+        threads = [threading.Thread(target=waiter) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(pool._waiters) != 2 and time.monotonic() < deadline:  # no stats(): it reaps
+            time.sleep(0.001)
+        pool.abandon(leaked)  # what the middleware does from garbage collection
+        pool.checkin(held)
+        for thread in threads:
+            thread.join(5)
+        stats = pool.stats()
+        assert outcomes == ["served", "served"], outcomes
+        assert stats["discard_reasons"]["leaked"] == 1
+        assert stats["checkouts"] == stats["returns"] + stats["in_use"] == 4
