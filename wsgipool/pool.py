@@ -714,12 +714,16 @@ class Pool(Housekeeping, ProcessBound):
             if not (self._waiters or self._closed):
                 self._idle.append(entry)
                 return
-            if not self._closed:
+            closing = self._closed
+            if closing:
+                self._closing += 1
+            else:
                 self._count_checkout(entry)
                 self._hand_over(entry, now)
-                return
-            self._closing += 1
-        self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
+        if closing:
+            self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
+        elif self._leaked:  # others wait: a leaked checkout's room is theirs, now
+            self._reap_leaked()
 
     def _refuse_checkin(self, entry: PooledConnection) -> None:
         """A checkin that must not reach the pool: a connection taken before a fork
