@@ -807,7 +807,7 @@ class Pool(Housekeeping, ProcessBound):
 
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
-        checkout or ``stats()``.
+        checkout, ``stats()``, or return that serves a waiter.
 
         :param entry: what :meth:`checkout` returned.
         """
