@@ -397,3 +397,20 @@ def test_leaked_checkouts_room_reaches_a_waiter_at_the_next_return(tmp_path):
         assert outcomes == ["served", "served"], outcomes
         assert stats["discard_reasons"]["leaked"] == 1
         assert stats["checkouts"] == stats["returns"] + stats["in_use"] == 4
+
+
+def test_autocommit_long_statement_is_rolled_back_after_unsearched(admin):
+    """A statement too long to search for the words cheaply (a bulk INSERT) is followed
+    by a rollback on return, whatever it said."""
+    from wsgipool import Pool
+
+    padding = "/*" + "x" * 5000 + "*/"
+    with Pool(MYSQL_URL + "?autocommit=true", max_size=1) as pool:
+        with pool.connection() as conn:
+            before = _rollbacks(conn)
+            conn.cursor().execute(f"SET TRANSACTION READ ONLY {padding}")
+        with pool.connection() as conn:
+            after = _rollbacks(conn)
+            cursor = conn.cursor()
+            cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")  # 1792 if carried over
+        assert after - before == 1
