@@ -186,6 +186,7 @@ FORK_SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "speed_review_f
     pytest.param("kernel", "fork", "cfork", "kernel", id="page-fork-then-c-fork"),
     pytest.param("kernel", "cfork", "cfork", "kernel", id="page-c-fork-twice"),
     pytest.param("nommap", "fork", "fork", "fork hook", id="mmap-fails-fork-twice"),
+    pytest.param("uwsgi", "cfork", "cfork", "getpid", id="embedded-getpid-c-fork-twice"),
 ])
 def test_grandchild_opens_its_own_session(postgresql, mode, child, grandchild, detection):
     import wsgipool

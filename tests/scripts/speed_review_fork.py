@@ -1,9 +1,19 @@
 """A child, then a grandchild, each forked (os.fork or libc fork, which runs no Python hook)
 while another thread holds the pool's lock; each makes a new pool before its first use.
-Args: mode (kernel | nommap: mmap fails, so the fork hook's byte), how child, how
-grandchild, url. Prints the backend pids each process saw, as JSON."""
-import ctypes, json, os, sys, threading, time
-if sys.argv[1] == "nommap":
+Args: mode (kernel | nommap: mmap fails, so the fork hook's byte | uwsgi: getpid),
+how the child is forked, how the grandchild is, url. Prints the backend pids each
+process saw, as JSON."""
+
+import ctypes
+import json
+import os
+import sys
+import threading
+import types
+
+if sys.argv[1] == "uwsgi":  # no page, inside a server that may fork without the hook
+    sys.modules["uwsgi"] = types.ModuleType("uwsgi")
+if sys.argv[1] in ("nommap", "uwsgi"):
     import mmap
     class Bad:
         def __init__(self, *a, **k): raise OSError("simulated: no MADV_WIPEONFORK")
@@ -12,8 +22,9 @@ if sys.argv[1] == "nommap":
 POSTGRESQL_URL = sys.argv[4]
 import wsgipool.process
 from wsgipool import Pool
-if sys.argv[1] == "nommap":
+if sys.argv[1] in ("nommap", "uwsgi"):
     mmap.mmap = real
+    sys.modules.pop("uwsgi", None)
 libc = ctypes.CDLL(None, use_errno=True)
 pool = Pool(POSTGRESQL_URL, max_size=2)
 def pid_of(p):
