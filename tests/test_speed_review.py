@@ -415,3 +415,51 @@ def test_autocommit_long_statement_is_rolled_back_after_unsearched(admin):
             cursor = conn.cursor()
             cursor.execute(f"INSERT INTO {TABLE} VALUES (1)")  # 1792 if carried over
         assert after - before == 1
+
+
+# -- the process's list of pools, read while another thread makes a pool --------------
+
+def test_pools_listed_while_another_thread_makes_one():
+    """``notice_fork()`` (a child's first checkout) and ``live_pools()`` (exporters) copy
+    the process's pools while other threads may be making new ones (a lazily made pool):
+    the copy must not fail with "Set changed size during iteration"."""
+    import logging
+    import threading
+    import time
+
+    from wsgipool import Pool, process
+
+    stop = time.monotonic() + 0.5
+    kept, failures, copies = [], [], [0]
+
+    def make():
+        made = 0
+        while time.monotonic() < stop:
+            kept.append(Pool("sqlite:///:memory:", name=f"review-speed-{made}"))
+            made += 1
+            del kept[:-20]
+
+    def look():
+        while time.monotonic() < stop:
+            try:
+                process.live_pools()
+                process.notice_fork()
+                copies[0] += 1
+            except RuntimeError as exc:
+                failures.append(repr(exc))
+
+    logger = logging.getLogger("wsgipool")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # a line per pool made would dominate the time
+    try:
+        threads = [threading.Thread(target=make), threading.Thread(target=look)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    finally:
+        logger.setLevel(level)
+        for pool in kept:
+            pool.close()
+    assert copies[0] > 100
+    assert failures == []
