@@ -697,7 +697,11 @@ class Pool(Housekeeping, ProcessBound):
                 return self._discard(entry, "lifetime", how=_RETURNED)
             if entry.warned_for != entry.checked_out:  # once per checkout
                 entry.warned_for = entry.checked_out
-                self._log_held(entry, now, entry.holder)
+                try:
+                    self._log_held(entry, now, entry.holder)
+                except BaseException as exc:  # a handler interrupted: keep the room
+                    self._discard(entry, "interrupted", exc, how=_RETURNED)
+                    raise
         entry.returned = now
         entry.holder = None
         with self._lock:  # (no log line here: hold times are in stats())
@@ -710,12 +714,16 @@ class Pool(Housekeeping, ProcessBound):
             if not (self._waiters or self._closed):
                 self._idle.append(entry)
                 return
-            if not self._closed:
+            closing = self._closed
+            if closing:
+                self._closing += 1
+            else:
                 self._count_checkout(entry)
                 self._hand_over(entry, now)
-                return
-            self._closing += 1
-        self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
+        if closing:
+            self._discard(entry, "pool_closed", how=_WAS_IDLE)  # the return is counted
+        elif self._leaked:  # others wait: a leaked checkout's room is theirs, now
+            self._reap_leaked()
 
     def _refuse_checkin(self, entry: PooledConnection) -> None:
         """A checkin that must not reach the pool: a connection taken before a fork
@@ -769,12 +777,17 @@ class Pool(Housekeeping, ProcessBound):
             # A handler that only read leaves psycopg2's implicit transaction open: normal
             # DB-API use, so a debug line; a transaction the driver knows wrote, failed
             # or was begun explicitly is a bug worth a warning.
-            log.log(logging.DEBUG if warning is None else logging.WARNING,
-                    "rolled back a transaction left open on a connection to %s%s%s",
-                    self.name, f" ({warning})" if warning else "",
-                    _describe_holder(entry.holder))
-            with self._lock:
-                self._stats.rollbacks += 1
+            try:
+                log.log(logging.DEBUG if warning is None else logging.WARNING,
+                        "rolled back a transaction left open on a connection to %s%s%s",
+                        self.name, f" ({warning})" if warning else "",
+                        _describe_holder(entry.holder))
+            except BaseException as exc:  # a log handler interrupted: keep the room
+                self._discard(entry, "interrupted", exc, how=_RETURNED)
+                raise
+            finally:  # it was rolled back, whatever the log handler did
+                with self._lock:
+                    self._stats.rollbacks += 1
         return True
 
     def is_disconnect(self, entry: PooledConnection, exc: BaseException) -> bool:
@@ -794,7 +807,7 @@ class Pool(Housekeeping, ProcessBound):
 
         The holder may have left it mid-query, so it is discarded, not reused. Called
         from garbage collection, it takes no lock: the discard happens at the next
-        checkout or ``stats()``.
+        checkout, ``stats()``, or return that serves a waiter.
 
         :param entry: what :meth:`checkout` returned.
         """

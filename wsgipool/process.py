@@ -86,12 +86,23 @@ def fork_mark(*, embedded: bool) -> Tuple[Any, str]:
 UNFORKED, FORK_DETECTION = fork_mark(embedded=bool({"uwsgi", "_apache"} & set(sys.modules)))
 
 
+def _pools() -> List[Any]:
+    """A copy of :data:`_LIVE_POOLS`. Iterating a WeakSet runs Python code, so a pool
+    made meanwhile by another thread fails the copy: copy again (no lock: this also runs
+    in the fork hook, where a lock held at the fork would never be released)."""
+    while True:
+        try:
+            return list(_LIVE_POOLS)
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+
+
 def notice_fork() -> None:
     """The first use of a pool in a new process: every pool adopts it, then the mark is
     set again (for this process's own children). Threads of the child that race here
     each adopt nothing twice."""
     pid = os.getpid()
-    for pool in list(_LIVE_POOLS):
+    for pool in _pools():
         if pool._pid != pid:
             pool._adopt_process()
     UNFORKED[0] = 1
@@ -124,7 +135,7 @@ def register(pool: Any) -> None:
 
 def live_pools() -> List[Any]:
     """The pools alive in this process (for hooks, logs and exporters)."""
-    return [pool for pool in list(_LIVE_POOLS) if not pool._closed]
+    return [pool for pool in _pools() if not pool._closed]
 
 
 def close_process_pools() -> None:
@@ -132,7 +143,7 @@ def close_process_pools() -> None:
 
     Runs at exit and from server hooks (gunicorn's ``worker_exit``); safe to call twice.
     """
-    for pool in list(_LIVE_POOLS):
+    for pool in _pools():
         if pool._pid == os.getpid():
             try:
                 pool.close()
@@ -146,7 +157,7 @@ def _after_fork_in_child() -> None:
     global ADOPT_LOCK
     UNFORKED[0] = 0  # the kernel's page is wiped already; the byte is not
     ADOPT_LOCK = threading.Lock()  # a parent thread may have held it at the fork
-    for pool in list(_LIVE_POOLS):
+    for pool in _pools():
         pool._forget_parent()
 
 
