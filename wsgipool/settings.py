@@ -73,13 +73,7 @@ def middleware_settings() -> Dict[str, Any]:
     """The middleware options for ``PoolMiddleware(app)`` without a URL: the
     environment's ``WSGIPOOL_*`` (or a mod_python ``PythonOption``), then
     :func:`configure`'s over them."""
-    found = options_from_settings(server_setting, "the environment", MIDDLEWARE_CHECKS)
-    for option, value in found.items():
-        try:
-            MIDDLEWARE_CHECKS[option](value)
-        except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
-            raise ConfigurationError(
-                f"WSGIPOOL_{option.upper()} in the environment: {exc}") from None
+    found = _middleware_options(server_setting, "the environment")
     if _configured is not None:
         found.update(_configured["middleware"])
     return found
@@ -95,14 +89,18 @@ def configured_databases(options: Dict[str, Any]) -> tuple:
 
 def middleware_options_from_environ(environ: Mapping[str, Any]) -> Dict[str, Any]:
     """Middleware options from the first request's environ (Apache's ``SetEnv``)."""
-    found = options_from_settings(environ.get, "the request environ (SetEnv)",
-                                  MIDDLEWARE_CHECKS)
+    return _middleware_options(environ.get, "the request environ (SetEnv)")
+
+
+def _middleware_options(lookup: Any, where: str) -> Dict[str, Any]:
+    """The middleware's ``WSGIPOOL_*`` options found by ``lookup``, each checked while
+    its variable and ``where`` can still be named."""
+    found = options_from_settings(lookup, where, MIDDLEWARE_CHECKS)
     for option, value in found.items():
         try:
             MIDDLEWARE_CHECKS[option](value)
         except (TypeError, ValueError) as exc:  # ValueError: ConfigurationError's range
-            raise ConfigurationError(
-                f"WSGIPOOL_{option.upper()} in the request environ (SetEnv): {exc}") from None
+            raise ConfigurationError(f"WSGIPOOL_{option.upper()} in {where}: {exc}") from None
     return found
 
 
