@@ -411,10 +411,9 @@ class Pool(Housekeeping, ProcessBound):
         """With the lock held: a connection is handed to a caller."""
         entry.out = True
         stats = self._stats
-        stats.checkouts += 1
-        in_use = self._size - self._opening - self._closing - len(self._idle)
-        if in_use > stats.peak_in_use:
-            stats.peak_in_use = in_use
+        checkouts = stats.checkouts = stats.checkouts + 1
+        if checkouts - stats.returns > stats.peak_in_use:  # in use now, as checkout counts it
+            stats.peak_in_use = checkouts - stats.returns
 
     def _reserve_or_queue(self) -> Any:
         """With the lock held, nothing idle: take room for a new connection, or queue."""
