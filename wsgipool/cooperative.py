@@ -47,14 +47,14 @@ _OFF = ("0", "false", "no", "off")
 _done: Dict[str, int] = {}
 
 
-def green() -> Optional[str]:
-    """``"gevent"`` or ``"eventlet"`` if that library has patched ``socket`` in this
+def green(module: str = "socket") -> Optional[str]:
+    """``"gevent"`` or ``"eventlet"`` if that library has patched ``module`` in this
     process, else ``None``. Imports neither."""
     monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
+    if monkey is not None and monkey.is_module_patched(module):
         return "gevent"
     patcher = sys.modules.get("eventlet.patcher")
-    if patcher is not None and patcher.is_monkey_patched("socket"):
+    if patcher is not None and patcher.is_monkey_patched(module):
         return "eventlet"
     return None
 

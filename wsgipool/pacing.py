@@ -18,9 +18,10 @@ the refused ones send their 503s.
 
 from __future__ import annotations
 
-import sys
 import time
 from random import random
+
+from .cooperative import green
 
 # The lowest priority libev and libuv watchers take (gevent's range is -2..2).
 _LOWEST = -2
@@ -85,8 +86,7 @@ def pause(seconds: float) -> float:
 
 def _gevent_hub():
     """This thread's gevent hub if gevent patched ``time.sleep``, else ``None``."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("time"):
+    if green("time") != "gevent":
         return None
     from gevent import get_hub
 
