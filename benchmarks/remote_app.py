@@ -76,13 +76,18 @@ def sqlalchemy_app(pre_ping):
     scheme = "postgresql+psycopg2" if POSTGRESQL else "mysql+mysqldb"
     engine = create_engine(_with_scheme(scheme), pool_size=SIZE, max_overflow=0,
                            pool_pre_ping=pre_ping)
+    return _borrowing_app(engine.raw_connection)
 
+
+def _borrowing_app(borrow):
+    """An app that borrows a connection from a peer's pool, reads the row, and gives it
+    back with ``close()`` (rolled back by the pool)."""
     def app(environ, start_response):
-        conn = engine.raw_connection()
+        conn = borrow()
         try:
             name = read_row(conn)
         finally:
-            conn.close()  # back to the pool, rolled back
+            conn.close()
         return respond(start_response, name)
     return app
 
@@ -95,15 +100,7 @@ def dbutils_app():
     else:
         import MySQLdb as driver
     pool = PooledDB(driver, maxconnections=SIZE, blocking=True, **_driver_args())
-
-    def app(environ, start_response):
-        conn = pool.connection()
-        try:
-            name = read_row(conn)
-        finally:
-            conn.close()  # back to the pool, rolled back
-        return respond(start_response, name)
-    return app
+    return _borrowing_app(pool.connection)
 
 
 def psycopg_pool_app(check):
